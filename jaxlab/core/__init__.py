@@ -1,0 +1,1 @@
+"""Infrastructure shared by every method: pytrees, checkpoints, metrics, sharding, the experiment registry."""

@@ -1,0 +1,1 @@
+"""Polar codes: construction, encoding, channels and successive-cancellation decoders."""
