@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -30,7 +31,14 @@ def polar_transform(u: jnp.ndarray) -> jnp.ndarray:
     length = u.shape[-1]
     if length < 1 or length & (length - 1):
         raise ValueError(f"The last axis must be a power of two, got length {length}.")
+    return _butterfly_stages(u)
 
+
+@jax.jit
+def _butterfly_stages(u: jnp.ndarray) -> jnp.ndarray:
+    # Compiled once per shape and dtype, because eager dispatch of the
+    # 2 log2(N) small ops dominates the cost for one-off calls.
+    length = u.shape[-1]
     batch_shape = u.shape[:-1]
     x = u
     half = 1
@@ -39,6 +47,18 @@ def polar_transform(u: jnp.ndarray) -> jnp.ndarray:
         blocks = x.reshape(batch_shape + (length // (2 * half), 2, half))
         upper = blocks[..., 0, :] ^ blocks[..., 1, :]
         x = jnp.stack([upper, blocks[..., 1, :]], axis=-2).reshape(u.shape)
+        half *= 2
+    return x
+
+
+def _polar_transform_numpy(u: np.ndarray) -> np.ndarray:
+    """Same butterfly stages as `polar_transform`, in numpy for one-time checks."""
+    length = u.shape[-1]
+    x = u.copy()
+    half = 1
+    while half < length:
+        blocks = x.reshape(u.shape[:-1] + (length // (2 * half), 2, half))
+        blocks[..., 0, :] ^= blocks[..., 1, :]
         half *= 2
     return x
 
@@ -76,12 +96,9 @@ def _systematic_encode_numpy(code: PolarCode, info_bits: np.ndarray) -> np.ndarr
     """Two-pass systematic encoding in numpy, used to check the frozen set once."""
     v = np.zeros(info_bits.shape[:-1] + (code.length,), dtype=np.uint8)
     v[..., code.info_positions] = info_bits
-    generator = np.array([[1]], dtype=np.uint8)
-    for _ in range(code.log2_length):
-        generator = np.kron(np.array([[1, 0], [1, 1]], dtype=np.uint8), generator)
-    u = (v.astype(np.int64) @ generator) % 2
+    u = _polar_transform_numpy(v)
     u[..., code.frozen_positions] = 0
-    return (u @ generator) % 2
+    return _polar_transform_numpy(u)
 
 
 @functools.lru_cache(maxsize=64)
