@@ -46,7 +46,7 @@ class ProgressBar(tqdm):
 
 
 def progress(iterable_or_total: Iterable[Any] | int, desc: str, unit: str = "it",
-             log_interval_s: float = LOG_INTERVAL_S) -> ProgressBar:
+             log_interval_s: float = LOG_INTERVAL_S, initial: int = 0) -> ProgressBar:
     """Create a progress bar with rate and ETA over an iterable or a known total.
 
     Args:
@@ -56,7 +56,10 @@ def progress(iterable_or_total: Iterable[Any] | int, desc: str, unit: str = "it"
         desc: the label before the bar, e.g. 'train'.
         unit: what one count is, e.g. 'step' or 'frame'.
         log_interval_s: seconds between absl log lines when stderr is not a terminal.
+        initial: the count already done, as when a resumed run continues; the rate and ETA count only
+            what this bar sees.
     """
     if isinstance(iterable_or_total, int):
-        return ProgressBar(total=iterable_or_total, desc=desc, unit=unit, log_interval_s=log_interval_s)
-    return ProgressBar(iterable_or_total, desc=desc, unit=unit, log_interval_s=log_interval_s)
+        return ProgressBar(total=iterable_or_total, desc=desc, unit=unit, log_interval_s=log_interval_s,
+                           initial=initial)
+    return ProgressBar(iterable_or_total, desc=desc, unit=unit, log_interval_s=log_interval_s, initial=initial)
