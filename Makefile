@@ -43,7 +43,8 @@ demo: $(INSTALL_STAMP)
 	@if [ -z "$(DEMO_CONFIG)" ]; then \
 	  echo "error: no demo for METHOD=$(METHOD); choose one of: $(DEMO_METHODS)" >&2; exit 2; fi
 	$(PYTHON) -m launch.main --config=$(DEMO_CONFIG) --workdir=$(DEMO_WORKDIR)
-	@echo "Demo results for $(METHOD) are in $(DEMO_WORKDIR): results.json (summary), config.json, logs."
+	@echo "Results of the $(METHOD) demo are in $(DEMO_WORKDIR)/ (results.json holds the summary):"
+	@ls $(DEMO_WORKDIR)
 
 test: $(INSTALL_STAMP)
 	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(PYTHON) -m pytest -n 2 $(PYTEST_ARGS) tests

@@ -17,6 +17,7 @@ left untouched in that case.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -261,11 +262,11 @@ def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
 def _initialize_distributed() -> None:
     """Call `jaxlab.core.distributed.initialize_distributed()` where that module exists."""
     try:
-        from jaxlab.core import distributed  # pylint: disable=import-outside-toplevel
+        distributed = importlib.import_module("jaxlab.core.distributed")
     except ModuleNotFoundError as error:
         if error.name != "jaxlab.core.distributed":
-            raise
-        logging.info("jaxlab.core.distributed is not installed; running as a single process.")
+            raise  # The module exists but one of its own imports failed.
+        logging.info("jaxlab.core.distributed is not available; running as a single process.")
         return
     distributed.initialize_distributed()
 

@@ -192,3 +192,22 @@ def test_override_before_config_rejected(tmp_path):
     workdir = tmp_path / "run"
     result = _launch("--config.seed=1", f"--config={TOY_CONFIG}", f"--workdir={workdir}")
     _assert_rejected(result, workdir, "--config before every --config.<field> override")
+
+
+def test_distributed_module_absent_is_skipped(monkeypatch):
+    from launch import main as launcher  # pylint: disable=import-outside-toplevel
+
+    # A None entry makes the import raise ModuleNotFoundError, as on a checkout without the module.
+    monkeypatch.setitem(sys.modules, "jaxlab.core.distributed", None)
+    launcher._initialize_distributed()  # pylint: disable=protected-access
+
+
+def test_distributed_import_failure_propagates(monkeypatch):
+    from launch import main as launcher  # pylint: disable=import-outside-toplevel
+
+    def fail_import(name):
+        raise ModuleNotFoundError("No module named 'some_dependency'", name="some_dependency")
+
+    monkeypatch.setattr(launcher.importlib, "import_module", fail_import)
+    with pytest.raises(ModuleNotFoundError):
+        launcher._initialize_distributed()  # pylint: disable=protected-access
