@@ -210,7 +210,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                     point_counts.add(block_errors, bit_errors, config.batch_size)
                     step += 1
                     bar.update(config.batch_size)
-                    bar.set_postfix(block_errors=point_counts.block_errors)
+                    bar.set_postfix(block_errors=point_counts.block_errors, refresh=False)
                     if time.monotonic() - last_save["time"] > config.checkpoint_every_s:
                         save_counts()
 
