@@ -24,7 +24,8 @@ DEMO_WORKDIR := runs/demo/$(METHOD)
 # Slow tests (marked `slow`) are left out; PYTEST_ARGS= runs everything.
 PYTEST_ARGS ?= -m "not slow"
 
-BENCHMARKS ?= $(sort $(wildcard benchmarks/*.py))
+# Peer comparisons (benchmarks/polar_sionna.py) need a separate venv; docs/benchmarks.md shows how.
+BENCHMARKS ?= benchmarks/polar_reference_bler.py
 
 .PHONY: install demo test bench
 

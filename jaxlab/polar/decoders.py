@@ -36,6 +36,9 @@ MAX_LIST_SIZE = 1 << 20
 # Above this many candidates per information bit, the all-pairs ranking's quadratic cost loses to top_k.
 _RANKING_MAX_CANDIDATES = 64
 
+# Nodes up to this size decode their children inline instead of in a scan.
+_UNROLL_MAX_SIZE = 4
+
 
 def f_boxplus(a: jax.Array, b: jax.Array) -> jax.Array:
     """Return the exact box-plus a ⊞ b = 2·atanh(tanh(a/2)·tanh(b/2)), computed without overflow."""
@@ -169,6 +172,19 @@ def _scl_node(alpha: jax.Array, path_metrics: jax.Array, frozen: jax.Array, f: C
             jnp.arange(list_size, dtype=jnp.int32),
         )
 
+    def general_unrolled(_):
+        # Small nodes decode their two children inline: a scan's loop overhead would dominate their work.
+        half = size // 2
+        left_alpha, right_alpha = alpha[:, :half], alpha[:, half:]
+        left_bits, metrics, left_parents = _scl_node(f(left_alpha, right_alpha), path_metrics, frozen[:half], f)
+        left_alpha = _gather_paths(left_alpha, left_parents)
+        right_alpha = _gather_paths(right_alpha, left_parents)
+        right_bits, metrics, right_parents = _scl_node(
+            g_function(left_alpha, right_alpha, left_bits), metrics, frozen[half:], f)
+        left_bits = _gather_paths(left_bits, right_parents)
+        parents = _gather_paths(left_parents, right_parents)
+        return jnp.concatenate([left_bits ^ right_bits, right_bits], axis=-1), metrics, parents
+
     def general(_):
         half = size // 2
 
@@ -202,7 +218,7 @@ def _scl_node(alpha: jax.Array, path_metrics: jax.Array, frozen: jax.Array, f: C
         right_bits = children_bits[1]
         return jnp.concatenate([left_bits ^ right_bits, right_bits], axis=-1), metrics, parents
 
-    return jax.lax.cond(jnp.all(frozen), rate0, general, None)
+    return jax.lax.cond(jnp.all(frozen), rate0, general_unrolled if size <= _UNROLL_MAX_SIZE else general, None)
 
 
 # ---------------------------------------------------------------------------------------------------------
