@@ -158,3 +158,23 @@ def test_decoder_spec_rejects_bad_values():
         decoders.DecoderSpec("scl", 4, f_function="tanh")
     with pytest.raises(ValueError, match="crc_aided"):
         decoders.make_decoder(codes.polar_code_5g(64, 32), decoders.DecoderSpec("scl", 4, crc_aided=True))
+
+
+@pytest.mark.parametrize("list_size", [2, 4, 16, 32])
+def test_scl_list_sizes_decode_and_keep_exact_metrics(list_size):
+    code = codes.polar_code_5g(128, 64)
+    _, codeword = _random_codewords(code, 16, seed=list_size)
+    decode = decoders.make_decoder(code, decoders.DecoderSpec("scl", list_size))
+
+    noiseless = decode(channel.noiseless_llr(jnp.asarray(codeword)))
+    np.testing.assert_array_equal(np.asarray(noiseless.codeword), codeword)
+
+    llr = _noisy_llr(codeword, 1.0, code.rate, seed=list_size + 100)
+    out = decode(llr)
+    assert out.path_metrics.shape == (16, list_size)
+    signs = 1.0 - 2.0 * np.asarray(out.list_codewords, np.float64)
+    expected = np.sum(np.logaddexp(0.0, -signs * np.asarray(llr, np.float64)[:, None, :]), axis=-1)
+    np.testing.assert_allclose(np.asarray(out.path_metrics), expected, rtol=1e-4)
+    # Distinct list entries: no path is kept twice.
+    for row in np.asarray(out.list_codewords):
+        assert len({entry.tobytes() for entry in row}) == list_size

@@ -112,7 +112,7 @@ def _wait_for_checkpoint(workdir, process, timeout_s=120.0):
     raise AssertionError("no checkpoint within the timeout")
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("stop_signal", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
 def test_killed_run_resumes_to_same_results(tmp_path, stop_signal):
     reference_dir, interrupted_dir = tmp_path / "reference", tmp_path / "interrupted"
 
@@ -135,3 +135,19 @@ def test_killed_run_resumes_to_same_results(tmp_path, stop_signal):
     assert resumed_results == json.loads((reference_dir / "results.json").read_text())
     steps = [json.loads(line)["step"] for line in (interrupted_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == [0, 1]
+
+
+def test_sharded_simulation_counts_equal_single_device():
+    import jax
+    from jaxlab.core import distributed
+    from jaxlab.polar import codes, decoders, simulation
+
+    code = codes.polar_code_5g(128, 64, crc="CRC6")
+    spec = decoders.DecoderSpec("scl", 4, crc_aided=True)
+    mesh = distributed.make_mesh()
+    sharded = simulation.make_batch_simulator(code, spec, 64, distributed.batch_sharding(mesh))
+    single = simulation.make_batch_simulator(code, spec, 64)
+    key = jax.random.key(3)
+    for batch_index in range(3):
+        batch_key = simulation.batch_key(key, 0, batch_index)
+        assert jax.device_get(sharded(batch_key, 1.5)) == jax.device_get(single(batch_key, 1.5))
