@@ -17,6 +17,7 @@ INSTALL_STAMP := $(VENV)/.jaxlab-install-stamp
 # Quick config of each method's demo, selected with METHOD=<name>.
 METHOD ?= polar
 DEMO_CONFIG_polar := configs/polar/awgn_bler.py:quick
+DEMO_CONFIG_vne := configs/vne/baselines.py:quick
 DEMO_CONFIG := $(DEMO_CONFIG_$(METHOD))
 DEMO_METHODS := $(patsubst DEMO_CONFIG_%,%,$(filter DEMO_CONFIG_%,$(.VARIABLES)))
 DEMO_WORKDIR := runs/demo/$(METHOD)

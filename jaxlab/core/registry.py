@@ -107,3 +107,4 @@ def _import_target(target: str) -> Callable[..., Any]:
 
 
 register("polar_awgn_bler", run="jaxlab.polar.experiment:run", validate="jaxlab.polar.experiment:validate")
+register("vne_baselines", run="jaxlab.vne.experiment:run", validate="jaxlab.vne.experiment:validate")

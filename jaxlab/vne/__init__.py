@@ -1,0 +1,1 @@
+"""Online virtual network embedding (VNE): substrates, request streams, a jitted simulator and baselines."""
