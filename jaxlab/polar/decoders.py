@@ -4,7 +4,7 @@ Conventions: an LLR is λ = ln P(bit = 0) / P(bit = 1), so bit 0 is favoured by 
 natural order (x = u·F^{⊗n}, no bit reversal).
 
 The decoding tree is walked recursively, but each level is a `lax.scan` over its two children, so the
-traced program holds one body per tree level instead of one per node. Compile time therefore grows with
+traced program contains one body per tree level instead of one per node. Compile time therefore grows with
 log2(N) rather than with N, while the work stays O(N log N) per path. The list is an array axis: each
 node returns the permutation that maps its output paths to its input paths, and the parent gathers only
 the state it still needs (its own LLRs and the left child's partial sums) by that permutation, which is
@@ -69,10 +69,6 @@ def _hard_decision(llr: jax.Array) -> jax.Array:
     return (llr < 0).astype(jnp.uint8)
 
 
-def _frozen_levels(frozen: np.ndarray) -> np.ndarray:
-    return np.asarray(frozen, dtype=bool).reshape(2, -1)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # SC decoding.
 
@@ -114,9 +110,9 @@ def _sc_node(alpha: jax.Array, frozen: jax.Array, f: Callable) -> jax.Array:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# SCL decoding. Per codeword: alpha [L, n] LLRs, path_metrics [L], and each node returns
-# (partial sums [L, n] uint8, path metrics [L], parents [L] int32) where parents[j] is the input path that
-# output path j extends.
+# SCL decoding. Per codeword, a node of size n takes LLRs alpha [L, n] and a list state, and returns
+# (partial sums [L, n] uint8, the new list state, parents [L] int32), where parents[j] is the input path
+# that output path j extends.
 
 
 def _gather_paths(array: jax.Array, parents: jax.Array) -> jax.Array:
@@ -166,7 +162,7 @@ def _scl_leaf(alpha: jax.Array, state, node_code, soft: bool):
         new_log_out_of_list = log_out_of_list
         if soft:
             # SO-SCL: a discarded candidate's mass e^{−PM} still has to satisfy each later frozen bit, which
-            # holds with probability 1/2 under the auxiliary distribution (Yuan, Duffy and Médard, 2025).
+            # happens with probability 1/2 under the auxiliary distribution (Yuan, Duffy and Médard, 2025).
             discarded = jnp.ones(2 * list_size, bool).at[kept].set(False)
             log_discarded = jax.nn.logsumexp(jnp.where(discarded, -candidates, -jnp.inf))
             log_discarded = log_discarded - frozen_after[0].astype(llr.dtype) * jnp.log(2.0)
@@ -282,7 +278,7 @@ class DecoderOutput:
 
 @dataclasses.dataclass(frozen=True)
 class DecoderSpec:
-    """What decoder to build for a code.
+    """Decoder choice for a code.
 
     Attributes:
       list_size: L; 1 with `algorithm="sc"`.

@@ -46,7 +46,7 @@ def test_full_list_soft_output_is_exact_app(length, num_info, batch):
 
     np.testing.assert_allclose(np.asarray(out.app_llr), exact_codeword_app, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(np.asarray(out.info_app_llr), exact_info_app, rtol=1e-4, atol=1e-4)
-    # Nothing is discarded when the list holds every codeword.
+    # Nothing is discarded when the list contains every codeword.
     assert np.all(np.isneginf(np.asarray(out.log_out_of_list_mass)))
     np.testing.assert_allclose(np.asarray(out.prob_outside_list), 0.0)
 
@@ -90,3 +90,26 @@ def test_soft_output_keeps_scl_decisions_and_metrics():
 def test_soft_output_rejects_sc():
     with pytest.raises(ValueError, match="soft_output"):
         decoders.DecoderSpec("sc", 1, soft_output=True)
+
+
+def test_block_error_probability_is_calibrated():
+    code = codes.polar_code_5g(64, 32)
+    decode = decoders.make_decoder(code, decoders.DecoderSpec("scl", 4, soft_output=True))
+    predicted, wrong = [], []
+    for index in range(4):
+        key_bits, key_noise = jax.random.split(jax.random.key(index))
+        info = jax.random.bernoulli(key_bits, 0.5, (1000, code.num_info)).astype(jnp.uint8)
+        codeword = encoding.encode(code, info)
+        out = decode(channel.awgn_llr(key_noise, codeword, channel.ebno_db_to_sigma(2.0, code.rate)))
+        predicted.append(np.asarray(out.prob_decision_wrong, np.float64))
+        wrong.append(np.any(np.asarray(out.codeword) != np.asarray(codeword), axis=1))
+    predicted, wrong = np.concatenate(predicted), np.concatenate(wrong)
+
+    # Over 4000 blocks with an error rate near 0.1, the standard error of the empirical rate is about 0.005.
+    assert abs(predicted.mean() - wrong.mean()) < 0.02
+    confident = predicted < 0.01
+    assert confident.sum() > 1000
+    assert wrong[confident].mean() < 0.02
+    doubtful = predicted > 0.5
+    assert doubtful.sum() > 50
+    assert wrong[doubtful].mean() > 0.4
