@@ -8,12 +8,11 @@ Clopper-Pearson intervals; takes about a minute on 2 CPU cores. The test suite r
 """
 
 import datetime
-import platform
 import sys
 
-import jax
 from absl import app, flags
 
+from jaxlab.core import machine
 from jaxlab.polar import reference
 
 _OUTPUT = flags.DEFINE_string("output", None, "Markdown file to write the table to (overwritten).")
@@ -49,8 +48,7 @@ def main(argv):
             "99% Clopper-Pearson intervals overlap.\n\n"
             f"Command: `python benchmarks/polar_reference_bler.py --output={_OUTPUT.value}`  \n"
             f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d}  \n"
-            f"Machine: {platform.processor() or platform.machine()}, {jax.device_count()} JAX CPU device(s), "
-            f"jax {jax.__version__}, Python {sys.version.split()[0]}\n\n")
+            f"Machine: {machine.describe_machine()}\n\n")
         with open(_OUTPUT.value, "w") as file:
             file.write(header + table + "\n")
     if not all(row["agree"] for row in rows):

@@ -12,7 +12,6 @@ error rate in reliability bins and draws a reliability diagram. About five minut
 import datetime
 import itertools
 import os
-import platform
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy.special import logsumexp
 
+from jaxlab.core import machine
 from jaxlab.polar import channel, codes, decoders, encoding
 
 
@@ -145,7 +145,7 @@ def main(argv):
             "# SO-SCL soft outputs: accuracy and calibration\n\n"
             f"Command: `python benchmarks/polar_soft_output.py --output={_OUTPUT.value}`  \n"
             f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d}  \n"
-            f"Machine: {platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} on CPU\n\n"
+            f"Machine: {machine.describe_machine()}\n\n"
             "## Bitwise APP LLRs against exact enumeration\n\n"
             "Mean absolute difference between the decoder's APP LLRs of the codeword bits and the exact ones, "
             "over 256 blocks at Eb/N0 = 1 dB. With L = 2^K the list holds every codeword and SO-SCL is exact "
