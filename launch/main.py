@@ -244,6 +244,42 @@ def _resolve_experiment(config: ml_collections.ConfigDict) -> registry.Experimen
     return experiment
 
 
+def _first_difference(old: Any, new: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
+    """Return (dotted field, old value, new value) of the first difference of two JSON trees, or None."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            field = f"{prefix}.{key}" if prefix else key
+            if key not in old or key not in new:
+                return field, old.get(key, "<missing>"), new.get(key, "<missing>")
+            difference = _first_difference(old[key], new[key], field)
+            if difference is not None:
+                return difference
+        return None
+    return None if old == new else (prefix, old, new)
+
+
+def _check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Raise ConfigError when `workdir` holds checkpoints of a run with a different config.
+
+    Resuming such a run would mix results of two configs, so the launcher rejects it before any work.
+    """
+    config_file = os.path.join(workdir, "config.json")
+    if not (os.path.isfile(config_file) and os.path.isdir(os.path.join(workdir, "checkpoints"))):
+        return
+    try:
+        with open(config_file, encoding="utf-8") as stream:
+            previous = json.load(stream)
+    except (OSError, ValueError):
+        raise ConfigError("workdir", workdir, f"a work directory whose config.json is readable JSON; "
+                          f"{config_file} is not, so remove the directory or choose another") from None
+    current = json.loads(config.to_json_best_effort(sort_keys=True))
+    difference = _first_difference(previous, current)
+    if difference is not None:
+        field, old_value, new_value = difference
+        raise ConfigError(field, new_value, f"{old_value!r} as in the checkpointed run in {workdir}; "
+                          "use a new --workdir to run a different config")
+
+
 def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     """Create the workdir, write config.json and send absl logs there as well as to stderr."""
     os.makedirs(workdir, exist_ok=True)
@@ -277,6 +313,7 @@ def main(argv: list[str]) -> None:
     workdir = _WORKDIR.value
     try:
         experiment = _resolve_experiment(config)
+        _check_resumable(config, workdir)
     except ConfigError as error:
         _exit_invalid(error)
 

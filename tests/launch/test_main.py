@@ -95,6 +95,25 @@ def test_existing_workdir_is_reused(tmp_path):
     assert (workdir / "results.json").exists()
 
 
+def test_checkpointed_run_with_other_config_rejected(tmp_path):
+    workdir = tmp_path / "run"
+    first = _launch(f"--config={TOY_CONFIG}", f"--workdir={workdir}", "--config.steps=3")
+    assert first.returncode == 0, first.stderr
+    (workdir / "checkpoints").mkdir()
+    before = sorted(path.name for path in workdir.iterdir())
+
+    result = _launch(f"--config={TOY_CONFIG}", f"--workdir={workdir}", "--config.steps=4")
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "steps=4" in result.stderr
+    assert "3 as in the checkpointed run" in result.stderr
+    assert sorted(path.name for path in workdir.iterdir()) == before
+    assert json.loads((workdir / "config.json").read_text())["steps"] == 3
+
+    same = _launch(f"--config={TOY_CONFIG}", f"--workdir={workdir}", "--config.steps=3")
+    assert same.returncode == 0, same.stderr
+
+
 def test_unknown_experiment_rejected(tmp_path):
     workdir = tmp_path / "run"
     result = _launch(f"--config={TOY_CONFIG}", f"--workdir={workdir}", "--config.experiment=no_such_experiment")
