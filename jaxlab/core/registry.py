@@ -107,5 +107,6 @@ def _import_target(target: str) -> Callable[..., Any]:
 
 
 register("polar_awgn_bler", run="jaxlab.polar.experiment:run", validate="jaxlab.polar.experiment:validate")
-register("polar_product_code", run="jaxlab.polar.product:run", validate="jaxlab.polar.product:validate")
+register("polar_product_code", run="jaxlab.polar.product_experiment:run",
+         validate="jaxlab.polar.product_experiment:validate")
 register("vne_baselines", run="jaxlab.vne.experiment:run", validate="jaxlab.vne.experiment:validate")

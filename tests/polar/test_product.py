@@ -13,6 +13,7 @@ from jaxlab.core import registry
 from jaxlab.polar import channel
 from jaxlab.polar import codes
 from jaxlab.polar import product
+from jaxlab.polar import product_experiment
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_PATH = REPO_ROOT / "configs" / "polar" / "product_code.py"
@@ -155,19 +156,19 @@ def test_validate_rejects_bad_values(field, value, message):
     target = config_lib.get_field(config, parent) if parent else config
     setattr(target, leaf, value)
     with pytest.raises(config_lib.ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        product.validate(config)
+        product_experiment.validate(config)
 
 
 def test_configs_validate():
     for variant in ("", "quick"):
-        product.validate(_load_config(variant))
-    assert registry.get_experiment("polar_product_code").run is product.run
+        product_experiment.validate(_load_config(variant))
+    assert registry.get_experiment("polar_product_code").run is product_experiment.run
 
 
 def test_run_writes_results_and_repeats_them(tmp_path):
     config = _tiny_config()
-    product.validate(config)
-    results = product.run(config, str(tmp_path))
+    product_experiment.validate(config)
+    results = product_experiment.run(config, str(tmp_path))
 
     points = results["points"]
     assert [(p["decoder"], p["ebno_db"]) for p in points] == [
@@ -186,4 +187,4 @@ def test_run_writes_results_and_repeats_them(tmp_path):
     metric_lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in metric_lines] == list(range(len(points)))
 
-    assert product.run(config, str(tmp_path)) == results
+    assert product_experiment.run(config, str(tmp_path)) == results
