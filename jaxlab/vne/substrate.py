@@ -155,8 +155,9 @@ def candidate_paths(substrate: Substrate, k: int, max_hops: int | None = None) -
     """Enumerate the k shortest simple paths by hop count between all node pairs (Yen's algorithm).
 
     Paths come in the order of `networkx.shortest_simple_paths`, which is also the order in which Virne's
-    k-shortest link mapping tries them. Paths longer than `max_hops` are left out (None: no limit). The path
-    from d to s is the reverse of the path from s to d, so both use the same links.
+    k-shortest link mapping tries them. Paths longer than `max_hops` are left out (None: no limit). Each
+    direction is enumerated on its own, as Virne does for a virtual link: the paths from d to s are not in
+    general the reversed paths from s to d, because networkx orders paths of equal length differently.
     """
     if k < 1:
         raise ValueError(f"invalid k={k}; expected at least 1 candidate path")
@@ -165,7 +166,7 @@ def candidate_paths(substrate: Substrate, k: int, max_hops: int | None = None) -
     graph = substrate.graph()
     n = substrate.num_nodes
     paths = {}
-    for source, target in itertools.combinations(range(n), 2):
+    for source, target in itertools.permutations(range(n), 2):
         found = []
         for path in nx.shortest_simple_paths(graph, source, target):
             if len(found) == k or (max_hops is not None and len(path) - 1 > max_hops):
@@ -179,6 +180,5 @@ def candidate_paths(substrate: Substrate, k: int, max_hops: int | None = None) -
     for (source, target), found in paths.items():
         for rank, path in enumerate(found):
             edges[source, target, rank, :len(path)] = path
-            edges[target, source, rank, :len(path)] = path[::-1]
-            hops[source, target, rank] = hops[target, source, rank] = len(path)
+            hops[source, target, rank] = len(path)
     return CandidatePaths(edges=edges, hops=hops)
