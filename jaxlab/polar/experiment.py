@@ -74,15 +74,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise config_lib.ConfigError("decoders", tuple(names), "a list without repeated decoders")
 
     config_lib.require_choice(config, "f_function", decoders.F_FUNCTIONS)
-    config_lib.require_list_of(config, "ebno_db", float, min_len=1, min=-20.0, max=40.0, increasing=True)
-    devices = jax.device_count()
-    config_lib.require(
-        config, "batch_size", lambda b: isinstance(b, int) and b > 0 and b % devices == 0,
-        f"a positive int divisible by the device count {devices}",
-    )
-    config_lib.require_int(config, "target_block_errors", min=1)
-    config_lib.require_int(config, "max_codewords", min=1)
-    config_lib.require_float(config, "checkpoint_every_s", gt=0.0)
+    simulation.validate_sweep_config(config)
 
 
 def build_code(config: ml_collections.ConfigDict, crc: str | None) -> codes_lib.PolarCode:

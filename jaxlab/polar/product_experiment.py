@@ -46,15 +46,7 @@ def validate(config) -> None:
     config_lib.require_float(config, "alpha", min=0.0, max=1.0)
     config_lib.require_float(config, "beta", gt=0.0, max=1000.0)
     config_lib.require_float(config, "llr_clip", gt=0.0, max=1000.0)
-    config_lib.require_list_of(config, "ebno_db", float, min_len=1, min=-20.0, max=40.0, increasing=True)
-    devices = jax.device_count()
-    config_lib.require(
-        config, "batch_size", lambda b: isinstance(b, int) and b > 0 and b % devices == 0,
-        f"a positive int divisible by the device count {devices}",
-    )
-    config_lib.require_int(config, "target_block_errors", min=1)
-    config_lib.require_int(config, "max_codewords", min=1)
-    config_lib.require_float(config, "checkpoint_every_s", gt=0.0)
+    simulation.validate_sweep_config(config)
 
 
 def turbo_spec(config, component_output: str) -> TurboSpec:

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
+from jaxlab.core import config as config_lib
 from jaxlab.polar import channel
 from jaxlab.polar import crc as crc_lib
 from jaxlab.polar import decoders
@@ -129,3 +130,20 @@ def simulate_codewords(simulate: Callable, ebno_db: float, num_codewords: int, b
         block_errors, bit_errors = jax.device_get(simulate(jax.random.fold_in(key, counts.batches), ebno_db))
         counts.add(block_errors, bit_errors, batch_size)
     return counts
+
+
+def validate_sweep_config(config) -> None:
+    """Check the Monte Carlo fields that every Eb/N0 sweep config shares; raise `ConfigError` on the first bad one.
+
+    Fields: ebno_db (strictly increasing dB values), batch_size (divisible by the device count, because
+    batches are sharded over all devices), target_block_errors, max_codewords and checkpoint_every_s.
+    """
+    config_lib.require_list_of(config, "ebno_db", float, min_len=1, min=-20.0, max=40.0, increasing=True)
+    devices = jax.device_count()
+    config_lib.require(
+        config, "batch_size", lambda b: isinstance(b, int) and b > 0 and b % devices == 0,
+        f"a positive int divisible by the device count {devices}",
+    )
+    config_lib.require_int(config, "target_block_errors", min=1)
+    config_lib.require_int(config, "max_codewords", min=1)
+    config_lib.require_float(config, "checkpoint_every_s", gt=0.0)
