@@ -21,7 +21,6 @@ import datetime
 import functools
 import importlib.metadata
 import importlib.util
-import itertools
 import os
 import platform
 import shlex
@@ -329,43 +328,6 @@ def run_jaxlab_per_request(method: str, arrays: embedding_lib.SubstrateArrays,
 # Diagnostics of behavioural differences.
 
 
-def directional_candidate_paths(substrate: substrate_lib.Substrate,
-                                k: int) -> tuple[substrate_lib.CandidatePaths, dict[str, int]]:
-    """Enumerate the k shortest paths of every ordered pair in its own direction, as Virne 0.5.0 does.
-
-    `substrate.candidate_paths` enumerates paths for s < t and uses their reverses from t to s, whereas
-    Virne calls `networkx.shortest_simple_paths(p_net, s, t)` in the direction of each virtual link, which
-    can order equal-length paths differently and, at the k-th place, pick a different path. This returns
-    jaxlab candidate paths in Virne's order, for an ablation run, and counts the ordered pairs s > t whose
-    lists differ from jaxlab's in order ("order_differs") and in membership ("set_differs").
-    """
-    reference = substrate_lib.candidate_paths(substrate, k)
-    graph = substrate.graph()
-    n = substrate.num_nodes
-    found = {}
-    for source, target in itertools.permutations(range(n), 2):
-        found[source, target] = [
-            [graph.edges[u, v]["index"] for u, v in zip(path[:-1], path[1:])]
-            for path in itertools.islice(nx.shortest_simple_paths(graph, source, target), k)]
-    max_len = max(len(path) for paths in found.values() for path in paths)
-    edges = np.full((n, n, k, max_len), -1, np.int32)
-    hops = np.zeros((n, n, k), np.int32)
-    for (source, target), paths in found.items():
-        for rank, path in enumerate(paths):
-            edges[source, target, rank, :len(path)] = path
-            hops[source, target, rank] = len(path)
-
-    counts = {"pairs": 0, "order_differs": 0, "set_differs": 0}
-    for target, source in itertools.combinations(range(n), 2):  # source > target
-        ours = [tuple(reference.edges[source, target, rank, :reference.hops[source, target, rank]].tolist())
-                for rank in range(k) if reference.hops[source, target, rank] > 0]
-        theirs = [tuple(path) for path in found[source, target]]
-        counts["pairs"] += 1
-        counts["order_differs"] += ours != theirs
-        counts["set_differs"] += set(ours) != set(theirs)
-    return substrate_lib.CandidatePaths(edges=edges, hops=hops), counts
-
-
 def zero_cpu_requests(trace: requests_lib.RequestTrace) -> int:
     """Count requests whose CPU demands are all 0, on which the two GRC implementations rank differently.
 
@@ -399,16 +361,6 @@ def verdict(results: list[dict[str, Any]]) -> str:
         text += (f" Smallest GRC speed-up over Virne: {scan:.0f}× for the scan and {solve:.0f}× for the jitted "
                  f"`solve` (goal: at least 20×).")
     return text
-
-
-def ablation_sentence(results: list[dict[str, Any]]) -> str:
-    """Summarise how far per-direction candidate paths bring jaxlab's decisions to Virne's."""
-    worst = min(r["ablation_decisions"]["same_fraction"] for r in results)
-    if worst == 1.0:
-        return ("With per-direction paths (ablation table) jaxlab makes the same decision as Virne on every "
-                "request, so the path order accounts for all differences in these runs.")
-    return (f"With per-direction paths (ablation table) jaxlab makes the same decision as Virne on at least "
-            f"{100 * worst:.1f}% of the requests; the rest comes from the differences below.")
 
 
 def cpu_model() -> str:
@@ -449,21 +401,6 @@ def format_report(results: list[dict[str, Any]], context: dict[str, Any]) -> str
             f"{r['virne']['acceptance_rate']:.3f} | {100 * r['delta_acceptance']:+.1f} | {r['jaxlab']['r2c']:.4f} | "
             f"{r['virne']['r2c']:.4f} | {r['delta_r2c']:+.4f} | {100 * r['decisions']['same_fraction']:.1f}% | "
             f"{first} |")
-    lines += [
-        "",
-        "Ablation: jaxlab with candidate paths enumerated per direction in Virne's order "
-        "(`directional_candidate_paths` in the script), compared with the same Virne runs:",
-        "",
-        "| Solver | η | acceptance | Δ (points) | R2C | Δ R2C | same decisions | first different request |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in results:
-        ablation, decisions = r["ablation"], r["ablation_decisions"]
-        first = "none" if decisions["first_difference"] is None else str(decisions["first_difference"])
-        lines.append(
-            f"| {r['solver']} | {r['rate']:g} | {ablation['acceptance_rate']:.3f} | "
-            f"{100 * (ablation['acceptance_rate'] - r['virne']['acceptance_rate']):+.1f} | {ablation['r2c']:.4f} | "
-            f"{ablation['r2c'] - r['virne']['r2c']:+.4f} | {100 * decisions['same_fraction']:.1f}% | {first} |")
     lines += [
         "",
         "Per-request solve time in milliseconds. Virne `solve` and jaxlab jitted `solve`: median over the "
@@ -519,8 +456,6 @@ def main(argv: list[str]) -> None:
 
     config = make_config(rates)
     substrate, arrays, traces = experiment.build_topology(config, _TOPOLOGY.value)
-    directional_paths, mismatches = directional_candidate_paths(substrate, _K_PATHS.value)
-    directional_arrays = embedding_lib.substrate_arrays(substrate, directional_paths)
     p_net = to_physical_network(virne, substrate)
     print(f"{_TOPOLOGY.value}: {substrate.num_nodes} nodes, {substrate.num_edges} links; "
           f"{len(traces)} trace(s) of {_NUM_REQUESTS.value} requests", flush=True)
@@ -531,7 +466,6 @@ def main(argv: list[str]) -> None:
             virne_result = run_virne(virne, method, p_net, trace, rate)
             jaxlab_result = run_jaxlab_scan(method, arrays, trace)
             per_request = run_jaxlab_per_request(method, arrays, trace)
-            ablation = run_jaxlab_scan(method, directional_arrays, trace)
             if not np.array_equal(per_request["accepted"], jaxlab_result["accepted"]):
                 raise RuntimeError(f"{method}, rate {rate:g}: the per-request replay and the scan accepted "
                                    "different requests; the two jaxlab paths must agree")
@@ -541,8 +475,6 @@ def main(argv: list[str]) -> None:
                 "delta_acceptance": jaxlab_result["acceptance_rate"] - virne_result["acceptance_rate"],
                 "delta_r2c": jaxlab_result["r2c"] - virne_result["r2c"],
                 "decisions": compare_decisions(jaxlab_result["accepted"], virne_result["accepted"]),
-                "ablation": ablation,
-                "ablation_decisions": compare_decisions(ablation["accepted"], virne_result["accepted"]),
             }
             results.append(result)
             print(f"{method} η={rate:g}: acceptance jaxlab {jaxlab_result['acceptance_rate']:.3f} "
@@ -550,14 +482,12 @@ def main(argv: list[str]) -> None:
                   f"Virne {virne_result['r2c']:.4f}; same decisions {result['decisions']}; "
                   f"Virne solve {virne_result['solve_ms'].mean():.2f} ms, jaxlab scan "
                   f"{jaxlab_result['scan_ms_per_request']:.3f} ms, jaxlab solve "
-                  f"{np.median(per_request['solve_ms']):.3f} ms per request; with Virne's path order: acceptance "
-                  f"{ablation['acceptance_rate']:.3f}, R2C {ablation['r2c']:.4f}, same decisions "
-                  f"{result['ablation_decisions']}", flush=True)
+                  f"{np.median(per_request['solve_ms']):.3f} ms per request", flush=True)
 
     zero_cpu = [zero_cpu_requests(trace) for trace in traces]
     elapsed = time.perf_counter() - started
     load_after = os.getloadavg()[0]
-    print(f"path order: {mismatches}; requests with all-zero CPU per trace: {zero_cpu}; {elapsed:.0f} s", flush=True)
+    print(f"requests with all-zero CPU per trace: {zero_cpu}; {elapsed:.0f} s", flush=True)
 
     argv_text = " ".join(shlex.quote(arg) for arg in sys.argv[1:])
     versions = ", ".join(f"{name} {importlib.metadata.version(name)}" for name in
@@ -573,10 +503,7 @@ def main(argv: list[str]) -> None:
         "setup": "Peer setup:\n\n```sh\n" + "\n".join(PEER_SETUP_COMMANDS) + "\n```\n\n" + SETUP_TEMPLATE.format(
             topology=_TOPOLOGY.value, nodes=substrate.num_nodes, links=substrate.num_edges, seed=_SEED.value,
             requests=_NUM_REQUESTS.value, k=_K_PATHS.value, repeats=_SCAN_REPEATS.value),
-        "notes": NOTES_TEMPLATE.format(pairs=mismatches["pairs"], order=mismatches["order_differs"],
-                                       sets=mismatches["set_differs"],
-                                       zero_cpu=", ".join(str(count) for count in zero_cpu),
-                                       ablation=ablation_sentence(results)),
+        "notes": NOTES_TEMPLATE.format(zero_cpu=", ".join(str(count) for count in zero_cpu)),
     }
     report = format_report(results, context)
     print(report)
@@ -609,11 +536,9 @@ NOTES_TEMPLATE = """\
 Differences between the two simulators, read from Virne 0.5.0's source. The benchmark keeps both \
 simulators as they are:
 
-- Path order: jaxlab enumerates the k shortest paths for s < t and uses their reverses from t to s. \
-Virne calls `networkx.shortest_simple_paths(p_net, s, t)` in the direction of each virtual link, and \
-networkx can order equal-length paths differently in the two directions. For {order} of the {pairs} \
-pairs s > t on this substrate the two candidate lists differ in order, and for {sets} of them also in \
-which paths make up the first k. {ablation}
+- Candidate paths: both take the first k paths of `networkx.shortest_simple_paths(graph, s, t)` in \
+the direction of each virtual link, on the same graph with nodes and links in jaxlab's order, so they \
+try the same paths in the same order.
 - Event ties: Virne sorts the list of all arrivals followed by all departures by time with Python's \
 stable sort, so at equal times arrivals go first. jaxlab processes departures first. With integer \
 arrival times and continuous lifetimes such ties have probability 0.

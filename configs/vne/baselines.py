@@ -5,9 +5,11 @@ Run:
   python -m launch.main --config=configs/vne/baselines.py:quick --workdir=runs/vne_quick
 
 The default variant runs 1000 requests per trace on WX100 at seven arrival rates, GEANT and BRAIN with the
-three solvers; it took 78 seconds on 2 CPU cores. `quick` runs 300 requests on WX100 at three rates and on GEANT; it took 21 seconds on
-2 CPU cores. Expected at WX100, rate 0.14, seed 0: NRM and GRC accept about 60% of the requests with a
-long-term revenue-to-cost ratio of 0.52 to 0.56; the Virne benchmark paper reports 60.7% and 58.9%.
+three solvers. It took 92 seconds on 2 CPU cores shared with other processes (load average about 5), and a
+third of that went to enumerating candidate paths. `quick` runs 300 requests on WX100 at three rates and on
+GEANT; it took 23 seconds on the same machine. Expected at WX100, rate 0.14, seed 0: NRM and GRC accept
+about 60% of the requests with a long-term revenue-to-cost ratio of 0.52 to 0.56; the Virne benchmark paper
+reports 60.7% and 58.9%.
 """
 
 import ml_collections
