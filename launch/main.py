@@ -263,6 +263,8 @@ def _check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
 
     Resuming such a run would mix results of two configs, so the launcher rejects it before any work.
     """
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ConfigError("workdir", workdir, "a directory, or a path that does not exist yet; it is an existing file")
     config_file = os.path.join(workdir, "config.json")
     if not (os.path.isfile(config_file) and os.path.isdir(os.path.join(workdir, "checkpoints"))):
         return

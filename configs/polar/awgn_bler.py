@@ -6,7 +6,7 @@ Run:
 
 The default variant aims at 200 block errors per point (up to 2e6 codewords); on 2 CPU cores it takes
 hours, on one accelerator minutes. `quick` stops at 50 block errors or 10,000 codewords per point and takes
-a few minutes on 2 CPU cores. Expected BLER of SCL-8 (no CRC) at 2.0 dB: about 6e-3.
+about a minute on 2 CPU cores. Expected BLER of SCL-8 (no CRC) at 2.0 dB: about 6e-3.
 """
 
 import ml_collections
@@ -24,14 +24,15 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.code.length = 1024
     config.code.num_info = 512
     config.code.design_ebno_db = 2.0
-    config.code.crc = "CRC11"  # CRC of the "CA-SCL-<L>" decoders only; the others use no CRC.
+    config.code.crc = "CRC11"  # CRC of the "CA-SCL-<L>" decoders only ("none" for none); the others use no CRC.
 
     # Decoders: "SC", "SCL-<L>" (most likely path) and "CA-SCL-<L>" (most likely path passing the CRC).
     config.decoders = ("SC", "SCL-8", "CA-SCL-8")
     config.f_function = "boxplus"  # "boxplus" (exact) or "minsum".
 
     # Monte Carlo: Eb/N0 grid in dB (payload bits, CRC excluded); each point runs until it has
-    # target_block_errors block errors or max_codewords codewords, in batches of batch_size.
+    # target_block_errors block errors or max_codewords codewords, in batches of batch_size (so the count
+    # of codewords is rounded up to whole batches).
     config.ebno_db = (1.0, 1.5, 2.0, 2.5, 3.0)
     config.batch_size = 512
     config.target_block_errors = 200

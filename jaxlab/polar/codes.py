@@ -144,14 +144,15 @@ def polar_code_from_frozen(frozen_mask: np.ndarray, crc: str | None = None) -> P
 
 
 def _check_length_and_info(length: int, num_info: int, crc: str | None) -> None:
+    for name, value in (("length", length), ("num_info", num_info)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}.")
     if length < 2 or length & (length - 1):
         raise ValueError(f"length must be a power of two >= 2, got {length}.")
     r = crc_length(crc)
     if not r < num_info <= length:
-        raise ValueError(
-            f"num_info must satisfy {r} < num_info <= {length} "
-            f"(it counts the {r} CRC bits), got {num_info}."
-        )
+        counts_crc = f" (it includes the {r} bits of {crc})" if crc else ""
+        raise ValueError(f"num_info must satisfy {r} < num_info <= {length}{counts_crc}, got {num_info}.")
 
 
 def _code_from_reliability(

@@ -32,6 +32,7 @@ from jaxlab.polar.codes import PolarCode
 FFunction = Literal["boxplus", "minsum"]
 F_FUNCTIONS = ("boxplus", "minsum")
 MAX_LIST_SIZE = 1 << 20
+DEFAULT_LIST_SIZE = 8
 
 # Above this many candidates per information bit, the all-pairs ranking's quadratic cost loses to top_k.
 _RANKING_MAX_CANDIDATES = 64
@@ -281,7 +282,7 @@ class DecoderSpec:
     """Decoder choice for a code.
 
     Attributes:
-      list_size: L; 1 with `algorithm="sc"`.
+      list_size: L; 1 with `algorithm="sc"`. None selects 1 for SC and `DEFAULT_LIST_SIZE` for SCL.
       algorithm: "sc" for successive cancellation, "scl" for list decoding.
       crc_aided: with a CRC code, choose the most likely list path that passes the CRC (CA-SCL);
         otherwise choose the most likely path.
@@ -291,7 +292,7 @@ class DecoderSpec:
     """
 
     algorithm: Literal["sc", "scl"] = "scl"
-    list_size: int = 8
+    list_size: int | None = None
     crc_aided: bool = False
     f_function: FFunction = "boxplus"
     soft_output: bool = False
@@ -299,6 +300,8 @@ class DecoderSpec:
     def __post_init__(self):
         if self.algorithm not in ("sc", "scl"):
             raise ValueError(f"invalid algorithm {self.algorithm!r}; expected 'sc' or 'scl'")
+        if self.list_size is None:
+            object.__setattr__(self, "list_size", 1 if self.algorithm == "sc" else DEFAULT_LIST_SIZE)
         if not isinstance(self.list_size, (int, np.integer)) or not 1 <= self.list_size <= MAX_LIST_SIZE:
             raise ValueError(f"invalid list_size {self.list_size!r}; expected an integer in [1, {MAX_LIST_SIZE}]")
         if self.algorithm == "sc" and self.list_size != 1:
@@ -316,6 +319,9 @@ class DecoderSpec:
 
 
 def _check_llr(llr: jax.Array, length: int) -> None:
+    if not hasattr(llr, "ndim"):
+        raise TypeError(f"invalid LLRs of type {type(llr).__name__}; expected an array [batch, {length}], "
+                        "for example jnp.asarray(llrs, jnp.float32)")
     if llr.ndim != 2 or llr.shape[-1] != length:
         raise ValueError(f"invalid LLR shape {llr.shape}; expected [batch, {length}]")
     if not jnp.issubdtype(llr.dtype, jnp.floating):

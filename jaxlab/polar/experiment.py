@@ -51,7 +51,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     construction = config_lib.require_choice(config, "code.construction", CONSTRUCTIONS)
     max_length = codes_lib.NR_MAX_LENGTH if construction == "5g" else 1 << 16
     length = config_lib.require_int(config, "code.length", min=2, max=max_length, power_of_two=True)
-    crc = config_lib.require_choice(config, "code.crc", (None,) + tuple(crc_lib.CRC_POLYNOMIALS))
+    config_lib.require_choice(config, "code.crc", (None, "none") + tuple(crc_lib.CRC_POLYNOMIALS))
+    crc = crc_name(config)
     num_info = config_lib.require_int(config, "code.num_info", min=1, max=length)
     config_lib.require_float(config, "code.design_ebno_db", min=-20.0, max=40.0)
 
@@ -64,7 +65,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if spec.list_size > _MAX_CONFIG_LIST_SIZE:
             raise config_lib.ConfigError(f"decoders[{index}]", name, _DECODER_NAMES_ALLOWED)
         if spec.crc_aided and crc is None:
-            raise config_lib.ConfigError("code.crc", crc, f"a CRC name such as 'CRC11' because {name} needs a CRC")
+            raise config_lib.ConfigError("code.crc", config.code.crc, f"a CRC name such as 'CRC11' because {name} needs a CRC")
     if crc is not None and any(parse_decoder_name(name).crc_aided for name in names):
         config_lib.require(
             config, "code.num_info", lambda k: k > crc_lib.crc_length(crc),
@@ -75,6 +76,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
     config_lib.require_choice(config, "f_function", decoders.F_FUNCTIONS)
     simulation.validate_sweep_config(config)
+
+
+def crc_name(config: ml_collections.ConfigDict) -> str | None:
+    """Return the configured CRC, None for none; "none" is accepted because a command line cannot spell None."""
+    return None if config.code.crc in (None, "none") else config.code.crc
 
 
 def build_code(config: ml_collections.ConfigDict, crc: str | None) -> codes_lib.PolarCode:
@@ -133,7 +139,11 @@ def _write_summary(workdir: str, config, records: list[dict[str, Any]]) -> None:
     rows = [{**r, "bler": f"{r['bler']:.3e}", "ber": f"{r['ber']:.3e}"} for r in records]
     title = (f"Polar ({config.code.length}, {config.code.num_info}) {config.code.construction} code over "
              f"BPSK-AWGN, f = {config.f_function}")
-    metrics_lib.write_markdown_table(os.path.join(workdir, "results.md"), rows, columns, title=title)
+    results_md = os.path.join(workdir, "results.md")
+    metrics_lib.write_markdown_table(results_md, rows, columns, title=title)
+    with open(results_md, "a") as file:
+        file.write("\nPoints without block errors are left out of bler.png, because a zero BLER has no place on "
+                   "a log scale. Codeword counts are whole batches, so they can pass max_codewords.\n")
 
     series = []
     for name in config.decoders:
@@ -153,7 +163,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
     codes = {None: build_code(config, None)}
     if any(parse_decoder_name(name).crc_aided for name in config.decoders):
-        codes[config.code.crc] = build_code(config, config.code.crc)
+        codes[crc_name(config)] = build_code(config, crc_name(config))
 
     points = _points(config)
     counts_array = np.zeros((len(points), 4), np.int64)
@@ -183,7 +193,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     for point in points:
         name = point.decoder_name
         spec = parse_decoder_name(name, config.f_function)
-        code = codes[config.code.crc] if spec.crc_aided else codes[None]
+        code = codes[crc_name(config)] if spec.crc_aided else codes[None]
         point_counts = counts[point.index]
 
         if not finished(point):

@@ -187,3 +187,13 @@ def test_plot_lines_rejects_bad_series(tmp_path):
         metrics.plot_lines(tmp_path / "a.png", [{"x": [1, 2, 3], "y": [1, 2], "label": "SC"}], "x", "y", "t")
     with pytest.raises(ValueError, match=r"Series 0 lacks the keys \['label'\]"):
         metrics.plot_lines(tmp_path / "a.png", [{"x": [1], "y": [1]}], "x", "y", "t")
+
+
+def test_write_results_file_mode_follows_umask(tmp_path):
+    import stat
+    umask = os.umask(0o022)
+    try:
+        metrics.write_results(tmp_path, {"x": 1})
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "results.json").stat().st_mode) == 0o644

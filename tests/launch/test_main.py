@@ -230,3 +230,13 @@ def test_distributed_import_failure_propagates(monkeypatch):
     monkeypatch.setattr(launcher.importlib, "import_module", fail_import)
     with pytest.raises(ModuleNotFoundError):
         launcher._initialize_distributed()  # pylint: disable=protected-access
+
+
+def test_workdir_that_is_a_file_rejected(tmp_path):
+    workdir = tmp_path / "afile"
+    workdir.write_text("not a directory")
+    result = _launch(f"--config={TOY_CONFIG}", f"--workdir={workdir}")
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "existing file" in result.stderr
+    assert workdir.read_text() == "not a directory"

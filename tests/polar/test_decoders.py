@@ -178,3 +178,14 @@ def test_scl_list_sizes_decode_and_keep_exact_metrics(list_size):
     # Distinct list entries: no path is kept twice.
     for row in np.asarray(out.list_codewords):
         assert len({entry.tobytes() for entry in row}) == list_size
+
+
+def test_decoder_spec_default_list_size():
+    assert decoders.DecoderSpec("sc").list_size == 1
+    assert decoders.DecoderSpec("scl").list_size == decoders.DEFAULT_LIST_SIZE
+
+
+def test_decoder_rejects_python_list():
+    decode = decoders.make_decoder(codes.polar_code_5g(64, 32), decoders.DecoderSpec("scl", 2))
+    with pytest.raises(TypeError, match="type list"):
+        decode([[0.0] * 64])

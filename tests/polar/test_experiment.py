@@ -88,6 +88,16 @@ def test_validate_rejects_bad_values(field, value, message):
         experiment.validate(config)
 
 
+def test_crc_none_spelled_as_string(tmp_path):
+    config = _tiny_config()
+    config.code.crc = "none"
+    config.decoders = ("SC",)
+    experiment.validate(config)
+    config.decoders = ("CA-SCL-4",)
+    with pytest.raises(config_lib.ConfigError, match="code.crc='none'"):
+        experiment.validate(config)
+
+
 def _launch(workdir, extra_args=()):
     args = [
         sys.executable, "-m", "launch.main", f"--config={CONFIG_PATH}:quick", f"--workdir={workdir}",
