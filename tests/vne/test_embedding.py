@@ -72,7 +72,8 @@ def test_online_run_keeps_every_constraint(graph_seed, resource_seed, trace_seed
             resources = _release(arrays, resources, request, active.pop(index))
 
         free_cpu, free_bw = np.asarray(resources.cpu), np.asarray(resources.bw)
-        assert free_cpu.min() >= 0 and free_bw.min() >= 0
+        assert free_cpu.min() >= 0
+        assert free_bw.min() >= 0
         used_cpu, used_bw = np.zeros_like(capacity_cpu), np.zeros_like(capacity_bw)
         for held, placed in active.items():
             request = jax.tree.map(lambda leaf: np.asarray(leaf[held]), batch)
@@ -106,7 +107,8 @@ def test_route_link_takes_first_fitting_path():
     assert 1 not in taken.tolist()
     assert int(np.asarray(after).sum()) == int(bw.sum()) - 5 * 2
     ok, index, after = embedding.route_link(arrays, bw, jnp.int32(0), jnp.int32(2), jnp.int32(11))
-    assert not bool(ok) and int(index) == -1
+    assert not bool(ok)
+    assert int(index) == -1
     np.testing.assert_array_equal(np.asarray(after), np.asarray(bw))
 
 

@@ -22,8 +22,10 @@ def test_sampled_requests_are_connected_and_in_range(small_setup):
     batch = jax.jit(jax.vmap(lambda key: env.sample_request(key, params, 5)))(jax.random.split(jax.random.key(1), 200))
     batch = jax.tree.map(np.asarray, batch)
     nodes = batch.num_nodes
-    assert nodes.min() >= 2 and nodes.max() <= 5
-    assert batch.cpu.max() <= 20 and batch.link_bw.max() <= 50
+    assert nodes.min() >= 2
+    assert nodes.max() <= 5
+    assert batch.cpu.max() <= 20
+    assert batch.link_bw.max() <= 50
     for r in range(200):
         links = batch.link_valid[r]
         reached = {0}
@@ -58,7 +60,8 @@ def test_vmapped_episodes_keep_constraints(small_setup):
         # A finished episode is left unchanged by further steps.
         for leaf_before, leaf_after in zip(jax.tree.leaves(previous), jax.tree.leaves(state)):
             np.testing.assert_array_equal(np.asarray(leaf_before)[done_before], np.asarray(leaf_after)[done_before])
-        assert np.asarray(state.resources.cpu).min() >= 0 and np.asarray(state.resources.bw).min() >= 0
+        assert np.asarray(state.resources.cpu).min() >= 0
+        assert np.asarray(state.resources.bw).min() >= 0
         total_reward += np.asarray(reward)
         done_before = done
     assert done_before.all(), "every episode ends after max_nodes steps"
@@ -90,5 +93,7 @@ def test_masked_out_action_fails_episode(small_setup):
     state = jax.jit(env.reset)(jax.random.key(0), params, request, no_cpu)
     assert not np.asarray(env.action_mask(state)).any()
     state, reward, done = jax.jit(env.step)(params, state, jnp.int32(0))
-    assert bool(done) and not bool(state.success) and float(reward) == 0.0
+    assert bool(done)
+    assert not bool(state.success)
+    assert float(reward) == 0.0
     np.testing.assert_array_equal(np.asarray(state.resources.cpu), 0)
