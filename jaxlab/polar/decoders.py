@@ -18,7 +18,7 @@ path metrics of bit-by-bit decoding (Alamdar-Yazdi and Kschischang, 2011).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Literal
+from typing import Callable, Literal, NamedTuple
 
 import chex
 import jax
@@ -31,6 +31,7 @@ from jaxlab.polar.codes import PolarCode
 
 FFunction = Literal["boxplus", "minsum"]
 F_FUNCTIONS = ("boxplus", "minsum")
+PATH_METRICS = ("exact", "maxlog")
 MAX_LIST_SIZE = 1 << 20
 DEFAULT_LIST_SIZE = 8
 
@@ -55,6 +56,25 @@ def f_minsum(a: jax.Array, b: jax.Array) -> jax.Array:
 def g_function(a: jax.Array, b: jax.Array, left_bits: jax.Array) -> jax.Array:
     """Return b + (1 − 2u)·a, the right-child LLR given the left child's partial sums u."""
     return b + (1.0 - 2.0 * left_bits.astype(a.dtype)) * a
+
+
+def exact_bit_cost(llr: jax.Array, bits: jax.Array) -> jax.Array:
+    """Return ln(1 + e^{−(1 − 2u)λ}), the exact path-metric increment of deciding u against LLR λ."""
+    return jax.nn.softplus(-(1.0 - 2.0 * bits.astype(llr.dtype)) * llr)
+
+
+def maxlog_bit_cost(llr: jax.Array, bits: jax.Array) -> jax.Array:
+    """Return max(0, −(1 − 2u)λ): |λ| when u disagrees with the hard decision, else 0 (the max-log metric)."""
+    return jax.nn.relu(-(1.0 - 2.0 * bits.astype(llr.dtype)) * llr)
+
+
+class _ListOps(NamedTuple):
+    """Static choices threaded through the SCL recursion."""
+
+    f: Callable[[jax.Array, jax.Array], jax.Array]
+    bit_cost: Callable[[jax.Array, jax.Array], jax.Array]
+    soft: bool
+    node_based: bool
 
 
 def _f_function(name: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
@@ -141,7 +161,7 @@ def _smallest_indices(values: jax.Array, count: int) -> jax.Array:
 # whole code after each position.
 
 
-def _scl_leaf(alpha: jax.Array, state, node_code, soft: bool):
+def _scl_leaf(alpha: jax.Array, state, node_code, ops: _ListOps):
     path_metrics, log_out_of_list = state
     frozen, frozen_after = node_code
     list_size = path_metrics.shape[0]
@@ -149,11 +169,13 @@ def _scl_leaf(alpha: jax.Array, state, node_code, soft: bool):
     identity = jnp.arange(list_size, dtype=jnp.int32)
 
     def frozen_leaf(_):
-        return jnp.zeros((list_size, 1), jnp.uint8), (path_metrics + jax.nn.softplus(-llr), log_out_of_list), identity
+        zeros = jnp.zeros((list_size, 1), jnp.uint8)
+        return zeros, (path_metrics + ops.bit_cost(llr, zeros[:, 0]), log_out_of_list), identity
 
     def info_leaf(_):
         # Candidates 0..L-1 extend path j with u = 0, candidates L..2L-1 with u = 1; keep the L smallest.
-        candidates = jnp.concatenate([path_metrics + jax.nn.softplus(-llr), path_metrics + jax.nn.softplus(llr)])
+        zeros = jnp.zeros((list_size,), jnp.uint8)
+        candidates = jnp.concatenate([path_metrics + ops.bit_cost(llr, zeros), path_metrics + ops.bit_cost(llr, 1 - zeros)])
         if 2 * list_size <= _RANKING_MAX_CANDIDATES:
             kept = _smallest_indices(candidates, list_size)
         else:
@@ -161,7 +183,7 @@ def _scl_leaf(alpha: jax.Array, state, node_code, soft: bool):
         bits = (kept >= list_size).astype(jnp.uint8)
 
         new_log_out_of_list = log_out_of_list
-        if soft:
+        if ops.soft:
             # SO-SCL: a discarded candidate's mass e^{−PM} still has to satisfy each later frozen bit, which
             # happens with probability 1/2 under the auxiliary distribution (Yuan, Duffy and Médard, 2025).
             discarded = jnp.ones(2 * list_size, bool).at[kept].set(False)
@@ -178,17 +200,17 @@ def _split_code(node_code, half: int):
     return (frozen[:half], frozen_after[:half]), (frozen[half:], frozen_after[half:])
 
 
-def _scl_node(alpha: jax.Array, state, node_code, f: Callable, soft: bool):
+def _scl_node(alpha: jax.Array, state, node_code, ops: _ListOps):
     """Decode one node; return (partial sums [L, n] uint8, new list state, parents [L] int32)."""
     list_size, size = alpha.shape
     if size == 1:
-        return _scl_leaf(alpha, state, node_code, soft)
+        return _scl_leaf(alpha, state, node_code, ops)
     frozen, frozen_after = node_code
     identity = jnp.arange(list_size, dtype=jnp.int32)
 
     def rate0(_):
         path_metrics, log_out_of_list = state
-        cost = jnp.sum(jax.nn.softplus(-alpha), axis=-1)
+        cost = jnp.sum(ops.bit_cost(alpha, jnp.zeros(alpha.shape, jnp.uint8)), axis=-1)
         return jnp.zeros((list_size, size), jnp.uint8), (path_metrics + cost, log_out_of_list), identity
 
     def general_unrolled(_):
@@ -196,11 +218,11 @@ def _scl_node(alpha: jax.Array, state, node_code, f: Callable, soft: bool):
         half = size // 2
         left_code, right_code = _split_code(node_code, half)
         left_alpha, right_alpha = alpha[:, :half], alpha[:, half:]
-        left_bits, child_state, left_parents = _scl_node(f(left_alpha, right_alpha), state, left_code, f, soft)
+        left_bits, child_state, left_parents = _scl_node(ops.f(left_alpha, right_alpha), state, left_code, ops)
         left_alpha = _gather_paths(left_alpha, left_parents)
         right_alpha = _gather_paths(right_alpha, left_parents)
         right_bits, child_state, right_parents = _scl_node(
-            g_function(left_alpha, right_alpha, left_bits), child_state, right_code, f, soft)
+            g_function(left_alpha, right_alpha, left_bits), child_state, right_code, ops)
         left_bits = _gather_paths(left_bits, right_parents)
         parents = _gather_paths(left_parents, right_parents)
         return jnp.concatenate([left_bits ^ right_bits, right_bits], axis=-1), child_state, parents
@@ -213,10 +235,10 @@ def _scl_node(alpha: jax.Array, state, node_code, f: Callable, soft: bool):
             child_index, child_code = child_xs
             child_alpha = jax.lax.cond(
                 child_index == 0,
-                lambda: f(left_alpha, right_alpha),
+                lambda: ops.f(left_alpha, right_alpha),
                 lambda: g_function(left_alpha, right_alpha, left_bits),
             )
-            child_bits, child_state, child_parents = _scl_node(child_alpha, child_state, child_code, f, soft)
+            child_bits, child_state, child_parents = _scl_node(child_alpha, child_state, child_code, ops)
 
             # Lazy copy: bring this node's remaining state into the order of the child's surviving paths.
             left_alpha = _gather_paths(left_alpha, child_parents)
@@ -233,7 +255,146 @@ def _scl_node(alpha: jax.Array, state, node_code, f: Callable, soft: bool):
         right_bits = children_bits[1]
         return jnp.concatenate([left_bits ^ right_bits, right_bits], axis=-1), child_state, parents
 
-    return jax.lax.cond(jnp.all(frozen), rate0, general_unrolled if size <= _UNROLL_MAX_SIZE else general, None)
+    descend = general_unrolled if size <= _UNROLL_MAX_SIZE else general
+    if not ops.node_based:
+        return jax.lax.cond(jnp.all(frozen), rate0, descend, None)
+
+    rate1, repetition, parity_check = _special_node_handlers(alpha, state, frozen_after, ops)
+    return jax.lax.switch(_node_kind_index(frozen), (rate0, rate1, repetition, parity_check, descend), None)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Node-based list decoding (Fast-SSCL): Rate-1, REP and SPC nodes decoded in one step each, with the
+# splitting rules of Hashemi, Condo and Gross (IEEE TSP 2017) that keep the surviving list of bit-by-bit
+# SCL under the max-log path metric.
+
+
+def _node_kind_index(frozen: jax.Array) -> jax.Array:
+    """Classify a node by its frozen pattern [n], n >= 2: 0 Rate-0, 1 Rate-1, 2 REP, 3 SPC, 4 other."""
+    all_frozen = jnp.all(frozen)
+    none_frozen = ~jnp.any(frozen)
+    repetition = jnp.all(frozen[:-1]) & ~frozen[-1]
+    parity_check = frozen[0] & ~jnp.any(frozen[1:])
+    return jnp.select([all_frozen, none_frozen, repetition, parity_check], [0, 1, 2, 3], 4)
+
+
+def _flip_positions(bits: jax.Array, positions: jax.Array, flips: jax.Array) -> jax.Array:
+    """XOR `flips` [L] into bits [L, n] at one position per path, `positions` [L]."""
+    rows = jnp.arange(bits.shape[0])
+    return bits.at[rows, positions].set(bits[rows, positions] ^ flips.astype(bits.dtype))
+
+
+def _split_sequentially(hard, metrics, flip_cost, positions, parity_bit=None, parity_flipped=None):
+    """Split every path on each column of `positions` [L, m] in turn, keeping the L best of 2L each time.
+
+    Every candidate starts from an entering path's hard decisions `hard` [L, n]; flipping the bit at
+    positions[:, t] costs flip_cost [L, n]. With `parity_bit` [L] (an SPC node, whose parity bit is
+    already flipped where `parity_flipped` [L] is set) the split starts at column 1 and every flip also
+    toggles the parity bit, which takes back its flip cost when that bit was flipped. Every added cost is
+    non-negative, because the parity bit is the least reliable one, so keeping the L best at each step is
+    exact. Only [L, m] state moves during the split; the bits are assembled once at the end.
+    Returns (bits [L, n], metrics [L], parents [L]).
+    """
+    list_size, splits = positions.shape
+    rows = jnp.arange(list_size)
+    position_cost = jnp.take_along_axis(flip_cost, positions, axis=-1)
+    if parity_bit is None:
+        parity_cost = jnp.zeros((list_size,), flip_cost.dtype)
+        parity_flipped = jnp.zeros((list_size,), jnp.uint8)
+    else:
+        parity_cost = flip_cost[rows, parity_bit]
+
+    def split(t, carry):
+        metrics, origin, flips, parity_state = carry
+        delta = position_cost[origin, t]
+        if parity_bit is not None:
+            delta = delta + jnp.where(parity_state == 1, -parity_cost[origin], parity_cost[origin])
+        candidates = jnp.concatenate([metrics, metrics + delta])
+        kept = _smallest_indices(candidates, list_size)
+        source = kept % list_size
+        flipped = (kept >= list_size).astype(jnp.uint8)
+        flips = _gather_paths(flips, source).at[:, t].set(flipped)
+        parity_state = _gather_paths(parity_state, source) ^ flipped
+        return candidates[kept], _gather_paths(origin, source), flips, parity_state
+
+    start = 0 if parity_bit is None else 1
+    carry = (metrics, jnp.arange(list_size, dtype=jnp.int32), jnp.zeros((list_size, splits), jnp.uint8),
+             parity_flipped.astype(jnp.uint8))
+    metrics, origin, flips, parity_state = jax.lax.fori_loop(start, splits, split, carry)
+
+    bits = _gather_paths(hard, origin)
+    flip_positions = _gather_paths(positions, origin)
+    bits = bits.at[rows[:, None], flip_positions].set(bits[rows[:, None], flip_positions] ^ flips)
+    if parity_bit is not None:
+        bits = _flip_positions(bits, _gather_paths(parity_bit, origin), parity_state)
+    return bits, metrics, origin
+
+
+def _special_node_handlers(alpha: jax.Array, state, frozen_after: jax.Array, ops: _ListOps):
+    """Build the Rate-1, REP and SPC decoders of one node; each returns what `_scl_node` returns."""
+    list_size, size = alpha.shape
+    path_metrics, log_out_of_list = state
+    # Every path discarded inside the node still has to meet the frozen bits after it (SO-SCL's 2^{-F}).
+    log_weight = -frozen_after[-1].astype(alpha.dtype) * jnp.log(2.0)
+
+    def out_of_list(log_entering_mass, surviving_metrics):
+        """Add the entering probability mass minus the surviving mass to ln p_NL (SO-FSCL)."""
+        if not ops.soft:
+            return log_out_of_list
+        entering = jax.nn.logsumexp(log_entering_mass)
+        surviving = jax.nn.logsumexp(-surviving_metrics)
+        # The discarded fraction is floored at machine epsilon: below that, entering − surviving is lost to
+        # rounding, and SO-SCL's reference likewise keeps p_NL above a small floor.
+        fraction = jnp.maximum(-jnp.expm1(surviving - entering), jnp.finfo(alpha.dtype).eps)
+        discarded = entering + jnp.log(fraction)
+        return jnp.logaddexp(log_out_of_list, discarded + log_weight)
+
+    def hard_decisions():
+        """Return the hard decisions [L, n], their cost [L] and the cost of flipping each bit [L, n]."""
+        hard = (alpha < 0).astype(jnp.uint8)
+        hard_cost = jnp.sum(ops.bit_cost(alpha, hard), axis=-1)
+        flip_cost = ops.bit_cost(alpha, 1 - hard) - ops.bit_cost(alpha, hard)  # |α| for both metrics.
+        return hard, hard_cost, flip_cost
+
+    def least_reliable(count):
+        """Return the positions of the `count` least reliable bits of each path, least reliable first."""
+        return jax.lax.top_k(-jnp.abs(alpha), count)[1].astype(jnp.int32)
+
+    def rate1(_):
+        hard, hard_cost, flip_cost = hard_decisions()
+        positions = least_reliable(min(list_size - 1, size))
+        bits, metrics, parents = _split_sequentially(hard, path_metrics + hard_cost, flip_cost, positions)
+        return bits, (metrics, out_of_list(-path_metrics, metrics)), parents
+
+    def repetition(_):
+        zeros = jnp.zeros(alpha.shape, jnp.uint8)
+        candidates = jnp.concatenate([
+            path_metrics + jnp.sum(ops.bit_cost(alpha, zeros), axis=-1),
+            path_metrics + jnp.sum(ops.bit_cost(alpha, 1 - zeros), axis=-1),
+        ])
+        kept = _smallest_indices(candidates, list_size)
+        bits = jnp.broadcast_to((kept >= list_size).astype(jnp.uint8)[:, None], (list_size, size))
+        new_log_out_of_list = log_out_of_list
+        if ops.soft:
+            discarded = jnp.ones(2 * list_size, bool).at[kept].set(False)
+            log_discarded = jax.nn.logsumexp(jnp.where(discarded, -candidates, -jnp.inf))
+            new_log_out_of_list = jnp.logaddexp(log_out_of_list, log_discarded + log_weight)
+        return bits, (candidates[kept], new_log_out_of_list), (kept % list_size).astype(jnp.int32)
+
+    def parity_check(_):
+        hard, hard_cost, flip_cost = hard_decisions()
+        positions = least_reliable(min(list_size, size))
+        parity_bit = positions[:, 0]
+        odd = (jnp.sum(hard, axis=-1) % 2).astype(jnp.uint8)
+        parity_cost = jnp.take_along_axis(flip_cost, parity_bit[:, None], axis=-1)[:, 0]
+        metrics = path_metrics + hard_cost + odd * parity_cost
+        bits, metrics, parents = _split_sequentially(hard, metrics, flip_cost, positions, parity_bit=parity_bit,
+                                                     parity_flipped=odd)
+        # Paths enter with their even-parity mass only: P(even | α) = (1 + Π_j tanh(α_j / 2)) / 2.
+        log_even = jnp.log(0.5 * (1.0 + jnp.prod(jnp.tanh(alpha / 2.0), axis=-1)))
+        return bits, (metrics, out_of_list(-path_metrics + log_even, metrics)), parents
+
+    return rate1, repetition, parity_check
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -287,6 +448,12 @@ class DecoderSpec:
       crc_aided: with a CRC code, choose the most likely list path that passes the CRC (CA-SCL);
         otherwise choose the most likely path.
       f_function: "boxplus" (exact) or "minsum" (the hardware approximation).
+      path_metric: "exact" (ln(1 + e^{∓λ}) per bit) or "maxlog" (|λ| when a bit disagrees with its hard
+        decision, the hardware metric).
+      node_based: decode Rate-0, Rate-1, REP and SPC subtrees in one step each (Fast-SSCL, or SO-FSCL with
+        soft output). With the max-log metric the surviving list equals bit-by-bit SCL's; with the exact
+        metric, pruning inside Rate-1 and SPC nodes follows the node's exact candidate metrics, so rare
+        inputs keep a different list than bit-by-bit SCL.
       soft_output: SO-SCL (Yuan, Duffy and Médard, IEEE T-IT 2025): also return APP LLRs and block-error
         probabilities, tracking the probability mass of discarded paths. Needs `algorithm="scl"`.
     """
@@ -296,6 +463,8 @@ class DecoderSpec:
     crc_aided: bool = False
     f_function: FFunction = "boxplus"
     soft_output: bool = False
+    path_metric: Literal["exact", "maxlog"] = "exact"
+    node_based: bool = False
 
     def __post_init__(self):
         if self.algorithm not in ("sc", "scl"):
@@ -310,6 +479,13 @@ class DecoderSpec:
             raise ValueError(f"invalid f_function {self.f_function!r}; expected one of {F_FUNCTIONS}")
         if self.soft_output and self.algorithm != "scl":
             raise ValueError("invalid soft_output=True for SC; soft output needs algorithm='scl'")
+        if self.path_metric not in PATH_METRICS:
+            raise ValueError(f"invalid path_metric {self.path_metric!r}; expected one of {PATH_METRICS}")
+        if self.soft_output and self.path_metric != "exact":
+            raise ValueError("invalid path_metric='maxlog' with soft_output=True; soft output needs the exact "
+                             "metric, whose e^{-PM} are probabilities")
+        if self.node_based and self.algorithm != "scl":
+            raise ValueError("invalid node_based=True for SC; node-based decoding here is a list decoder")
 
     @property
     def name(self) -> str:
@@ -342,7 +518,7 @@ def _frozen_after(frozen: np.ndarray) -> np.ndarray:
 
 
 def scl_decode_single(code: PolarCode, llr: jax.Array, list_size: int, f_function: FFunction = "boxplus",
-                      soft_output: bool = False):
+                      soft_output: bool = False, path_metric: str = "exact", node_based: bool = False):
     """Decode one codeword's LLRs [N] with SCL (or SO-SCL with `soft_output`).
 
     Returns the final list's codewords [L, N] uint8, path metrics [L] and ln p_NL, the log of the
@@ -353,8 +529,9 @@ def scl_decode_single(code: PolarCode, llr: jax.Array, list_size: int, f_functio
     state = (path_metrics, jnp.array(-jnp.inf, llr.dtype))
     node_code = (jnp.asarray(code.frozen), jnp.asarray(_frozen_after(code.frozen)))
     alpha = jnp.broadcast_to(llr, (list_size, llr.shape[-1]))
-    codewords, (metrics, log_out_of_list), _ = _scl_node(alpha, state, node_code, _f_function(f_function),
-                                                         soft_output)
+    bit_cost = exact_bit_cost if path_metric == "exact" else maxlog_bit_cost
+    ops = _ListOps(_f_function(f_function), bit_cost, soft_output, node_based)
+    codewords, (metrics, log_out_of_list), _ = _scl_node(alpha, state, node_code, ops)
     return codewords, metrics, log_out_of_list
 
 
@@ -383,7 +560,7 @@ def make_batch_decode_fn(code: PolarCode, spec: DecoderSpec) -> Callable[[jax.Ar
             path_metrics = None
         else:
             list_codewords, path_metrics, log_out_of_list = scl_decode_single(
-                code, llr, spec.list_size, spec.f_function, spec.soft_output)
+                code, llr, spec.list_size, spec.f_function, spec.soft_output, spec.path_metric, spec.node_based)
             order = jnp.argsort(path_metrics)
             list_codewords, path_metrics = list_codewords[order], path_metrics[order]
 
