@@ -1,4 +1,4 @@
-"""Compare the decoding speed of jaxlab's polar SC and SCL-8 decoders with Sionna's, side by side.
+"""Compare the decoding speed of jaxlab's polar SC, SCL-8 and Fast-SSCL-8 decoders with Sionna's, side by side.
 
 Both libraries decode the same BPSK-AWGN LLR batches of the 5G (1024, 512) polar code without CRC, in
 one process on the same CPU. Each repetition draws fresh LLRs, and the two implementations decode them
@@ -281,6 +281,14 @@ def main(argv: list[str]) -> None:
         (
             f"SCL-{_LIST_SIZE.value}",
             decoders.DecoderSpec("scl", _LIST_SIZE.value),
+            PolarSCLDecoder(frozen_positions, CODE_LENGTH, list_size=_LIST_SIZE.value),
+            scl_sizes,
+            scl_codewords,
+        ),
+        (
+            # jaxlab's node-based list decoder against the same Sionna SCL decoder.
+            f"Fast-SSCL-{_LIST_SIZE.value} vs SCL-{_LIST_SIZE.value}",
+            decoders.DecoderSpec("scl", _LIST_SIZE.value, node_based=True),
             PolarSCLDecoder(frozen_positions, CODE_LENGTH, list_size=_LIST_SIZE.value),
             scl_sizes,
             scl_codewords,
