@@ -26,7 +26,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.code.design_ebno_db = 2.0
     config.code.crc = "CRC11"  # CRC of the "CA-SCL-<L>" decoders only ("none" for none); the others use no CRC.
 
-    # Decoders: "SC", "SCL-<L>" (most likely path) and "CA-SCL-<L>" (most likely path passing the CRC).
+    # Decoders: "SC", "SCL-<L>" (most likely path) and "CA-SCL-<L>" (most likely path passing the CRC);
+    # "Fast-SSCL-<L>" and "CA-Fast-SSCL-<L>" are the node-based list decoders.
     config.decoders = ("SC", "SCL-8", "CA-SCL-8")
     config.f_function = "boxplus"  # "boxplus" (exact) or "minsum".
 

@@ -491,7 +491,10 @@ class DecoderSpec:
     def name(self) -> str:
         if self.algorithm == "sc":
             return "SC"
-        return f"{'CA-' if self.crc_aided else ''}{'SO-' if self.soft_output else ''}SCL-{self.list_size}"
+        prefix = ("CA-" if self.crc_aided else "") + ("SO-" if self.soft_output else "")
+        if self.node_based:
+            return f"{prefix}FSCL-{self.list_size}" if self.soft_output else f"{prefix}Fast-SSCL-{self.list_size}"
+        return f"{prefix}SCL-{self.list_size}"
 
 
 def _check_llr(llr: jax.Array, length: int) -> None:

@@ -29,20 +29,24 @@ from jaxlab.polar import decoders
 from jaxlab.polar import simulation
 
 CONSTRUCTIONS = ("5g", "ga", "bhattacharyya")
-_DECODER_NAME = re.compile(r"^(SC|SCL-(\d+)|CA-SCL-(\d+))$")
-_DECODER_NAMES_ALLOWED = "a list of 'SC', 'SCL-<L>' or 'CA-SCL-<L>' with 1 <= L <= 1024"
+_DECODER_NAME = re.compile(r"^(SC|(CA-)?(Fast-SSCL|SCL)-(\d+))$")
+_DECODER_NAMES_ALLOWED = ("a list of 'SC', 'SCL-<L>', 'CA-SCL-<L>', 'Fast-SSCL-<L>' or 'CA-Fast-SSCL-<L>' "
+                          "with 1 <= L <= 1024")
 _MAX_CONFIG_LIST_SIZE = 1024
 
 
 def parse_decoder_name(name: str, f_function: str = "boxplus") -> decoders.DecoderSpec:
-    """Turn "SC", "SCL-8" or "CA-SCL-8" into a `DecoderSpec`; raise ValueError for anything else."""
+    """Turn "SC", "SCL-8", "CA-SCL-8", "Fast-SSCL-8" or "CA-Fast-SSCL-8" into a `DecoderSpec`.
+
+    Raises ValueError for any other name. "Fast-SSCL" is node-based list decoding.
+    """
     match = _DECODER_NAME.match(name) if isinstance(name, str) else None
     if match is None:
-        raise ValueError(f"invalid decoder name {name!r}; expected 'SC', 'SCL-<L>' or 'CA-SCL-<L>'")
+        raise ValueError(f"invalid decoder name {name!r}; expected {_DECODER_NAMES_ALLOWED[len('a list of '):]}")
     if name == "SC":
         return decoders.DecoderSpec("sc", 1, f_function=f_function)
-    list_size = int(match.group(2) or match.group(3))
-    return decoders.DecoderSpec("scl", list_size, crc_aided=name.startswith("CA-"), f_function=f_function)
+    return decoders.DecoderSpec("scl", int(match.group(4)), crc_aided=match.group(2) is not None,
+                                f_function=f_function, node_based=match.group(3) == "Fast-SSCL")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from jaxlab.core import config as config_lib
-from jaxlab.polar import experiment
+from jaxlab.polar import decoders, experiment
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_PATH = REPO_ROOT / "configs" / "polar" / "awgn_bler.py"
@@ -96,6 +96,17 @@ def test_crc_none_spelled_as_string(tmp_path):
     config.decoders = ("CA-SCL-4",)
     with pytest.raises(config_lib.ConfigError, match="code.crc='none'"):
         experiment.validate(config)
+
+
+def test_decoder_names_parse():
+    assert experiment.parse_decoder_name("SC") == decoders.DecoderSpec("sc", 1)
+    assert experiment.parse_decoder_name("CA-SCL-8") == decoders.DecoderSpec("scl", 8, crc_aided=True)
+    fast = experiment.parse_decoder_name("CA-Fast-SSCL-16")
+    assert fast == decoders.DecoderSpec("scl", 16, crc_aided=True, node_based=True)
+    assert fast.name == "CA-Fast-SSCL-16"
+    assert decoders.DecoderSpec("scl", 8, soft_output=True, node_based=True).name == "SO-FSCL-8"
+    with pytest.raises(ValueError, match="Fast-SSCL"):
+        experiment.parse_decoder_name("FSCL-8")
 
 
 def _launch(workdir, extra_args=()):
