@@ -259,7 +259,7 @@ def _first_difference(old: Any, new: Any, prefix: str = "") -> tuple[str, Any, A
 
 
 def _check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Raise ConfigError when `workdir` holds checkpoints of a run with a different config.
+    """Raise ConfigError when `workdir` contains checkpoints of a run with a different config.
 
     Resuming such a run would mix results of two configs, so the launcher rejects it before any work.
     """

@@ -16,7 +16,7 @@ def describe_machine() -> str:
                     cpu = line.split(":", 1)[1].strip()
                     break
     except OSError:
-        pass  # Not Linux: keep platform's answer.
+        pass  # Not Linux: keep the name from the platform module.
     devices = jax.devices()
     return (f"{cpu}, {os.cpu_count()} cores, JAX {jax.__version__} on {len(devices)} "
             f"{devices[0].platform} device(s), Python {platform.python_version()}")

@@ -57,7 +57,7 @@ def progress(iterable_or_total: Iterable[Any] | int, desc: str, unit: str = "it"
         unit: what one count is, e.g. 'step' or 'frame'.
         log_interval_s: seconds between absl log lines when stderr is not a terminal.
         initial: the count already done, as when a resumed run continues; the rate and ETA count only
-            what this bar sees.
+            the updates made through this bar.
     """
     if isinstance(iterable_or_total, int):
         return ProgressBar(total=iterable_or_total, desc=desc, unit=unit, log_interval_s=log_interval_s,

@@ -451,9 +451,9 @@ class DecoderSpec:
       path_metric: "exact" (ln(1 + e^{∓λ}) per bit) or "maxlog" (|λ| when a bit disagrees with its hard
         decision, the hardware metric).
       node_based: decode Rate-0, Rate-1, REP and SPC subtrees in one step each (Fast-SSCL, or SO-FSCL with
-        soft output). With the max-log metric the surviving list equals bit-by-bit SCL's; with the exact
-        metric, pruning inside Rate-1 and SPC nodes follows the node's exact candidate metrics, so rare
-        inputs keep a different list than bit-by-bit SCL.
+        soft output). With the max-log metric the surviving list equals bit-by-bit SCL's. With the exact
+        metric, Rate-1 and SPC nodes rank whole completions while bit-by-bit SCL prunes on marginals, so
+        some inputs keep a different list tail than bit-by-bit SCL.
       soft_output: SO-SCL (Yuan, Duffy and Médard, IEEE T-IT 2025): also return APP LLRs and block-error
         probabilities, tracking the probability mass of discarded paths. Needs `algorithm="scl"`.
     """
@@ -491,10 +491,14 @@ class DecoderSpec:
     def name(self) -> str:
         if self.algorithm == "sc":
             return "SC"
-        prefix = ("CA-" if self.crc_aided else "") + ("SO-" if self.soft_output else "")
-        if self.node_based:
-            return f"{prefix}FSCL-{self.list_size}" if self.soft_output else f"{prefix}Fast-SSCL-{self.list_size}"
-        return f"{prefix}SCL-{self.list_size}"
+        prefix = "CA-" if self.crc_aided else ""
+        if self.soft_output:
+            prefix += "SO-"
+        if not self.node_based:
+            return f"{prefix}SCL-{self.list_size}"
+        if self.soft_output:
+            return f"{prefix}FSCL-{self.list_size}"
+        return f"{prefix}Fast-SSCL-{self.list_size}"
 
 
 def _check_llr(llr: jax.Array, length: int) -> None:

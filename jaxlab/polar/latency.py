@@ -111,7 +111,10 @@ def count_nodes(frozen: np.ndarray) -> NodeCounts:
     counts = {"rate0": 0, "rate1": 0, "rep": 0, "spc": 0, "internal": 0}
 
     def visit(mask):
-        kind = node_kind(mask) if len(mask) > 1 else ("rate0" if mask[0] else "rate1")
+        if len(mask) > 1:
+            kind = node_kind(mask)
+        else:
+            kind = "rate0" if mask[0] else "rate1"
         counts[kind] += 1
         if kind == "internal":
             half = len(mask) // 2

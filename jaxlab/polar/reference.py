@@ -1,6 +1,6 @@
 """Agreement of jaxlab's BLER with points measured by an independent decoder implementation.
 
-`data/sionna_reference_bler.json` holds BLER points of the 5G (1024, 512) code measured with Sionna 2.2's
+`data/sionna_reference_bler.json` contains BLER points of the 5G (1024, 512) code measured with Sionna 2.2's
 PolarSCDecoder and PolarSCLDecoder (its header states the construction, channel and error conventions,
 which match jaxlab's). Each point is re-simulated here with the same number of codewords and compared
 through 99% Clopper-Pearson intervals.

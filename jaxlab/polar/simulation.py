@@ -1,7 +1,7 @@
 """Monte Carlo estimation of block and bit error rates of polar decoders over BPSK-AWGN.
 
 A batch is drawn, encoded, sent through the channel and decoded in one jitted call. The random key of
-batch b at Eb/N0 point e is fold_in(fold_in(key, e), b), independent of the decoder, so every decoder sees
+batch b at Eb/N0 point e is fold_in(fold_in(key, e), b), independent of the decoder, so every decoder gets
 the same payloads and the same noise (common random numbers), and a resumed or sharded simulation replays
 exactly the same draws.
 """

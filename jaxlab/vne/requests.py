@@ -2,7 +2,7 @@
 
 A stream is a `RequestTrace`: NumPy arrays padded to `max_nodes` virtual nodes and the
 max_nodes * (max_nodes - 1) / 2 possible virtual links, so that every solver and every jitted function
-sees the same shapes. Generation is deterministic for a seed, and `save_trace`/`load_trace` keep a stream
+gets the same shapes. Generation is deterministic for a seed, and `save_trace`/`load_trace` keep a stream
 in an `.npz` file so that different solvers see the same requests.
 """
 
@@ -216,7 +216,7 @@ def load_trace(path: str | os.PathLike[str], max_substrate_nodes: int | None = N
     """Read and validate a trace written by `save_trace`.
 
     Raises:
-        ValueError: if the file lacks a field, has another format version, or holds an invalid trace.
+        ValueError: if the file lacks a field, has another format version, or contains an invalid trace.
     """
     with np.load(path, allow_pickle=False) as data:
         missing = [name for name in ("format_version",) + _FIELDS if name not in data.files]

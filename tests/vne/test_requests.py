@@ -13,8 +13,10 @@ def test_trace_is_deterministic_and_in_range():
     again = requests.generate_trace(1, arrival_rate=0.1, num_requests=200)
     for field in dataclasses.fields(trace):
         np.testing.assert_array_equal(getattr(trace, field.name), getattr(again, field.name))
-    assert trace.num_nodes.min() >= 2 and trace.num_nodes.max() <= 10
-    assert trace.cpu.max() <= 20 and trace.cpu.min() >= 0
+    assert trace.num_nodes.min() >= 2
+    assert trace.num_nodes.max() <= 10
+    assert trace.cpu.max() <= 20
+    assert trace.cpu.min() >= 0
     assert trace.link_bw.max() <= 50
     gaps = np.diff(trace.arrival_time, prepend=0.0)
     assert np.all(gaps == np.round(gaps)), "Poisson gaps are integers"

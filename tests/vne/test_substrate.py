@@ -16,8 +16,10 @@ def test_waxman_is_connected_and_seeded():
     np.testing.assert_array_equal(first.edges, second.edges)
     np.testing.assert_array_equal(first.cpu, second.cpu)
     np.testing.assert_array_equal(first.bw, second.bw)
-    assert first.cpu.min() >= 50 and first.cpu.max() <= 100
-    assert first.bw.min() >= 50 and first.bw.max() <= 100
+    assert first.cpu.min() >= 50
+    assert first.cpu.max() <= 100
+    assert first.bw.min() >= 50
+    assert first.bw.max() <= 100
     assert first.cpu.dtype == np.int32
 
 
