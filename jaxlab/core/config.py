@@ -11,8 +11,11 @@ value, which lets `validate` read and check a field in one statement.
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import math
 import numbers
+import os
 from typing import Any, Callable, Iterable, Sequence
 
 
@@ -47,6 +50,28 @@ class ConfigError(Exception):
         message = f"invalid config: {self.field}={self.value!r}; expected {self.allowed}"
         # The launcher promises a single line, whatever the caller passed in.
         return " ".join(message.split())
+
+
+def load_config_file(path: str | os.PathLike, variant: str = "") -> Any:
+    """Load a config file as the launcher does (`--config=PATH:VARIANT`), for notebooks and tests.
+
+    Calls the file's `get_config(variant)`, or `get_config()` when the file takes no variant and
+    `variant` is empty.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path!r} does not exist")
+    spec = importlib.util.spec_from_file_location(f"_jaxlab_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    get_config = getattr(module, "get_config", None)
+    if get_config is None:
+        raise AttributeError(f"config file {path!r} defines no get_config()")
+    if inspect.signature(get_config).parameters:
+        return get_config(variant)
+    if variant:
+        raise ValueError(f"config file {path!r} takes no variant, but variant {variant!r} was given")
+    return get_config()
 
 
 def has_field(config: Any, field: str) -> bool:

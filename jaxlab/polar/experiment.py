@@ -7,26 +7,20 @@ counts, so that a run stopped at any moment resumes where it was and ends with t
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
-import time
 from typing import Any
 
-import jax
 import ml_collections
-import numpy as np
-from absl import logging
 
-from jaxlab.core import checkpoint as checkpoint_lib
 from jaxlab.core import config as config_lib
 from jaxlab.core import distributed
 from jaxlab.core import metrics as metrics_lib
-from jaxlab.core import progress as progress_lib
 from jaxlab.polar import codes as codes_lib
 from jaxlab.polar import crc as crc_lib
 from jaxlab.polar import decoders
 from jaxlab.polar import simulation
+from jaxlab.polar import sweep
 
 CONSTRUCTIONS = ("5g", "ga", "bhattacharyya")
 _DECODER_NAME = re.compile(r"^(SC|(CA-)?(Fast-SSCL|SCL)-(\d+))$")
@@ -99,26 +93,7 @@ def build_code(config: ml_collections.ConfigDict, crc: str | None) -> codes_lib.
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class _Point:
-    """One (decoder, Eb/N0) point of the sweep; `index` orders points in metrics and checkpoints."""
-
-    index: int
-    decoder_index: int
-    ebno_index: int
-    decoder_name: str
-    ebno_db: float
-
-
-def _points(config) -> list[_Point]:
-    points = []
-    for decoder_index, name in enumerate(config.decoders):
-        for ebno_index, ebno_db in enumerate(config.ebno_db):
-            points.append(_Point(len(points), decoder_index, ebno_index, name, float(ebno_db)))
-    return points
-
-
-def _record(point: _Point, code: codes_lib.PolarCode, spec: decoders.DecoderSpec,
+def _record(point: sweep.SweepPoint, code: codes_lib.PolarCode, spec: decoders.DecoderSpec,
             counts: simulation.ErrorCounts) -> dict[str, Any]:
     bler = counts.block_errors / max(counts.codewords, 1)
     lower, upper = simulation.clopper_pearson(counts.block_errors, counts.codewords)
@@ -161,82 +136,24 @@ def _write_summary(workdir: str, config, records: list[dict[str, Any]]) -> None:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Run the BLER sweep, resuming from `workdir/checkpoints` when present; return the results dict."""
-    mesh = distributed.make_mesh()
-    sharding = distributed.batch_sharding(mesh)
-    root_key = jax.random.key(config.seed)
-
+    sharding = distributed.batch_sharding(distributed.make_mesh())
     codes = {None: build_code(config, None)}
     if any(parse_decoder_name(name).crc_aided for name in config.decoders):
         codes[crc_name(config)] = build_code(config, crc_name(config))
 
-    points = _points(config)
-    counts_array = np.zeros((len(points), 4), np.int64)
-    checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=2)
-    latest = checkpointer.latest_step()
-    if latest is not None:
-        counts_array = np.asarray(checkpointer.restore({"counts": counts_array})["counts"])
-        logging.info("Resumed from checkpoint %d (%d codewords simulated).", latest, counts_array[:, 2].sum())
-    counts = [simulation.ErrorCounts.from_array(row) for row in counts_array]
-
-    def finished(point: _Point) -> bool:
-        return simulation.should_stop(counts[point.index], config.target_block_errors, config.max_codewords)
-
-    # Points finished before the last checkpoint keep their metrics lines; later lines are written again.
-    first_open = next((p.index for p in points if not finished(p)), len(points))
-    writer = metrics_lib.MetricWriter(workdir, resume_from_step=first_open - 1)
-    records = []
-    simulators = {}
-    step = int(counts_array[:, 3].sum())  # Batches simulated so far over all points: the checkpoint step.
-    last_save = {"step": latest, "time": time.monotonic()}
-
-    def save_counts():
-        if last_save["step"] != step:
-            checkpointer.save(step, {"counts": np.stack([c.as_array() for c in counts])})
-        last_save.update(step=step, time=time.monotonic())
-
-    for point in points:
-        name = point.decoder_name
+    def code_and_spec(name: str) -> tuple[codes_lib.PolarCode, decoders.DecoderSpec]:
         spec = parse_decoder_name(name, config.f_function)
-        code = codes[crc_name(config)] if spec.crc_aided else codes[None]
-        point_counts = counts[point.index]
+        return (codes[crc_name(config)] if spec.crc_aided else codes[None]), spec
 
-        if not finished(point):
-            # Eb/N0 is a traced argument, so each decoder compiles once for all its points.
-            if name not in simulators:
-                simulators[name] = simulation.make_batch_simulator(code, spec, config.batch_size, sharding)
-            simulate = simulators[name]
-            started = time.monotonic()
-            start_codewords = point_counts.codewords
-            bar = progress_lib.progress(config.max_codewords, desc=f"{name} @ {point.ebno_db:.2f} dB",
-                                        unit="cw", initial=point_counts.codewords)
-            with bar:
-                while not finished(point):
-                    key = simulation.batch_key(root_key, point.ebno_index, point_counts.batches)
-                    block_errors, bit_errors = jax.device_get(simulate(key, point.ebno_db))
-                    point_counts.add(block_errors, bit_errors, config.batch_size)
-                    step += 1
-                    bar.update(config.batch_size)
-                    bar.set_postfix(block_errors=point_counts.block_errors, refresh=False)
-                    if time.monotonic() - last_save["time"] > config.checkpoint_every_s:
-                        save_counts()
+    def make_simulator(name: str):
+        return simulation.make_batch_simulator(*code_and_spec(name), config.batch_size, sharding)
 
-            elapsed = time.monotonic() - started
-            record = _record(point, code, spec, point_counts)
-            writer.write_scalars(point.index, {
-                "bler": record["bler"],
-                "ber": record["ber"],
-                "ebno_db": point.ebno_db,
-                "codewords": point_counts.codewords,
-                "codewords_per_s": (point_counts.codewords - start_codewords) / max(elapsed, 1e-9),
-            })
-            # Metrics first, then the checkpoint: a kill in between only repeats this point's metrics line.
-            save_counts()
-            logging.info("%s at %.2f dB: BLER %.3e (%d/%d), BER %.3e", name, point.ebno_db, record["bler"],
-                         point_counts.block_errors, point_counts.codewords, record["ber"])
-        records.append(_record(point, code, spec, point_counts))
+    def make_record(point: sweep.SweepPoint, counts: simulation.ErrorCounts, extras) -> dict[str, Any]:
+        del extras  # This experiment counts nothing beyond errors.
+        return _record(point, *code_and_spec(point.decoder_name), counts)
 
-    writer.close()
-    checkpointer.close()
+    records = sweep.run_sweep(config, workdir, sweep.sweep_points(config.decoders, config.ebno_db),
+                              make_simulator, make_record)
     results = {
         "experiment": config.experiment,
         "code": {"construction": config.code.construction, "n": config.code.length, "k": config.code.num_info},

@@ -9,19 +9,14 @@ stopped run resumes from its checkpoint and ends with the same `results.json`.
 from __future__ import annotations
 
 import os
-import time
 
-import jax
-import numpy as np
-from absl import logging
 
-from jaxlab.core import checkpoint as checkpoint_lib
 from jaxlab.core import config as config_lib
 from jaxlab.core import distributed
 from jaxlab.core import metrics as metrics_lib
-from jaxlab.core import progress as progress_lib
 from jaxlab.polar import codes as codes_lib
 from jaxlab.polar import simulation
+from jaxlab.polar import sweep
 from jaxlab.polar.product import (COMPONENT_OUTPUTS, ProductCode, TurboSpec, ebno_at_bler,
                                   make_batch_simulator)
 
@@ -96,104 +91,34 @@ def _write_summary(workdir: str, config, records: list[dict], gain: dict) -> Non
 
 def run(config, workdir: str) -> dict:
     """Run the BLER sweep of every configured decoder, resuming from `workdir/checkpoints`; return results."""
-    mesh = distributed.make_mesh()
-    sharding = distributed.batch_sharding(mesh)
-    root_key = jax.random.key(config.seed)
+    sharding = distributed.batch_sharding(distributed.make_mesh())
     product = ProductCode(codes_lib.polar_code_5g(config.code.length, config.code.num_info))
 
-    points = [(name, ebno_index, float(ebno_db)) for name in config.decoders
-              for ebno_index, ebno_db in enumerate(config.ebno_db)]
-    # Columns: block errors, bit errors, codewords, batches (as in `simulation.ErrorCounts`), iterations.
-    counts_array = np.zeros((len(points), 5), np.int64)
-    checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=2)
-    latest = checkpointer.latest_step()
-    if latest is not None:
-        counts_array = np.asarray(checkpointer.restore({"counts": counts_array})["counts"]).copy()
-        logging.info("Resumed from checkpoint %d (%d codewords simulated).", latest, counts_array[:, 2].sum())
-    counts = [simulation.ErrorCounts.from_array(row[:4]) for row in counts_array]
-    iterations = [int(row[4]) for row in counts_array]
+    def make_simulator(name: str):
+        return make_batch_simulator(product, turbo_spec(config, name), config.batch_size, sharding)
 
-    def finished(index: int) -> bool:
-        return simulation.should_stop(counts[index], config.target_block_errors, config.max_codewords)
-
-    # Points finished before the last checkpoint keep their metrics lines; later lines are written again.
-    first_open = next((i for i in range(len(points)) if not finished(i)), len(points))
-    writer = metrics_lib.MetricWriter(workdir, resume_from_step=first_open - 1)
-    step = int(counts_array[:, 3].sum())  # Batches simulated so far over all points: the checkpoint step.
-    last_save = {"step": latest, "time": time.monotonic()}
-
-    def save_counts():
-        if last_save["step"] != step:
-            state = np.stack([np.append(c.as_array(), it) for c, it in zip(counts, iterations)])
-            checkpointer.save(step, {"counts": state})
-        last_save.update(step=step, time=time.monotonic())
-
-    def record(index: int) -> dict:
-        name, _, ebno_db = points[index]
-        point_counts = counts[index]
-        lower, upper = simulation.clopper_pearson(point_counts.block_errors, point_counts.codewords)
-        codewords = max(point_counts.codewords, 1)
+    def make_record(point: sweep.SweepPoint, counts: simulation.ErrorCounts, extras) -> dict:
+        lower, upper = simulation.clopper_pearson(counts.block_errors, counts.codewords)
+        codewords = max(counts.codewords, 1)
         return {
-            "decoder": name,
-            "decoder_label": turbo_spec(config, name).name,
+            "decoder": point.decoder_name,
+            "decoder_label": turbo_spec(config, point.decoder_name).name,
             "n": product.n,
             "k": product.k,
-            "ebno_db": ebno_db,
-            "bler": point_counts.block_errors / codewords,
+            "ebno_db": point.ebno_db,
+            "bler": counts.block_errors / codewords,
             "bler_ci99": [lower, upper],
-            "ber": point_counts.bit_errors / (codewords * product.num_payload),
-            "mean_iterations": iterations[index] / codewords,
-            "block_errors": point_counts.block_errors,
-            "bit_errors": point_counts.bit_errors,
-            "codewords": point_counts.codewords,
+            "ber": counts.bit_errors / (codewords * product.num_payload),
+            "mean_iterations": int(extras[0]) / codewords,
+            "block_errors": counts.block_errors,
+            "bit_errors": counts.bit_errors,
+            "codewords": counts.codewords,
         }
 
-    simulators = {}
-    records = []
-    for index, (name, ebno_index, ebno_db) in enumerate(points):
-        point_counts = counts[index]
-        if not finished(index):
-            # Eb/N0 is a traced argument, so each decoder compiles once for all its points.
-            if name not in simulators:
-                simulators[name] = make_batch_simulator(product, turbo_spec(config, name), config.batch_size,
-                                                        sharding)
-            simulate = simulators[name]
-            started = time.monotonic()
-            start_codewords = point_counts.codewords
-            bar = progress_lib.progress(config.max_codewords, desc=f"{name} @ {ebno_db:.2f} dB", unit="cw",
-                                        initial=point_counts.codewords)
-            with bar:
-                while not finished(index):
-                    # The key depends on the Eb/N0 index and batch only, so soft and hard see the same draws.
-                    key = simulation.batch_key(root_key, ebno_index, point_counts.batches)
-                    block_errors, bit_errors, batch_iterations = jax.device_get(simulate(key, ebno_db))
-                    point_counts.add(block_errors, bit_errors, config.batch_size)
-                    iterations[index] += int(batch_iterations)
-                    step += 1
-                    bar.update(config.batch_size)
-                    bar.set_postfix(block_errors=point_counts.block_errors, refresh=False)
-                    if time.monotonic() - last_save["time"] > config.checkpoint_every_s:
-                        save_counts()
-
-            elapsed = time.monotonic() - started
-            point_record = record(index)
-            writer.write_scalars(index, {
-                "bler": point_record["bler"],
-                "ber": point_record["ber"],
-                "ebno_db": ebno_db,
-                "mean_iterations": point_record["mean_iterations"],
-                "codewords": point_counts.codewords,
-                "codewords_per_s": (point_counts.codewords - start_codewords) / max(elapsed, 1e-9),
-            })
-            # Metrics first, then the checkpoint: a kill in between only repeats this point's metrics line.
-            save_counts()
-            logging.info("%s at %.2f dB: BLER %.3e (%d/%d), BER %.3e, %.2f iterations", name, ebno_db,
-                         point_record["bler"], point_counts.block_errors, point_counts.codewords,
-                         point_record["ber"], point_record["mean_iterations"])
-        records.append(record(index))
-
-    writer.close()
-    checkpointer.close()
+    # The batch key depends on the Eb/N0 index and batch only, so soft and hard decoding see the same draws.
+    records = sweep.run_sweep(config, workdir, sweep.sweep_points(config.decoders, config.ebno_db),
+                              make_simulator, make_record, extra_counters=("iterations",),
+                              extra_metrics=("mean_iterations",))
     gain = _gain_summary(config, records)
     results = {
         "experiment": config.experiment,

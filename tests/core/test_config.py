@@ -235,3 +235,19 @@ def test_validators_read_frozen_config():
     frozen = ml_collections.FrozenConfigDict(_config())
     assert config_lib.require_int(frozen, "code.n", power_of_two=True) == 16
     assert config_lib.require_list_of(frozen, "code.list_sizes", int) == [1, 2, 8]
+
+
+def test_load_config_file_with_and_without_variant(tmp_path):
+    with_variant = tmp_path / "with_variant.py"
+    with_variant.write_text("import ml_collections\n\ndef get_config(variant=''):\n"
+                            "    return ml_collections.ConfigDict({'size': 1 if variant == 'quick' else 8})\n")
+    assert config_lib.load_config_file(with_variant, "quick").size == 1
+    assert config_lib.load_config_file(str(with_variant)).size == 8
+
+    plain = tmp_path / "plain.py"
+    plain.write_text("def get_config():\n    return {'size': 3}\n")
+    assert config_lib.load_config_file(plain) == {"size": 3}
+    with pytest.raises(ValueError, match="takes no variant"):
+        config_lib.load_config_file(plain, "quick")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        config_lib.load_config_file(tmp_path / "missing.py")

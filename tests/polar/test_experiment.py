@@ -18,9 +18,7 @@ CONFIG_PATH = REPO_ROOT / "configs" / "polar" / "awgn_bler.py"
 
 
 def _load_config(variant=""):
-    namespace = {}
-    exec(CONFIG_PATH.read_text(), namespace)
-    return namespace["get_config"](variant)
+    return config_lib.load_config_file(CONFIG_PATH, variant)
 
 
 def _tiny_config():

@@ -1,6 +1,11 @@
 """Tests of polar product codes: encoding, iterative soft- and hard-output decoding, and the experiment."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import jax
@@ -21,9 +26,7 @@ PRODUCT = product.ProductCode(codes.polar_code_5g(32, 26))
 
 
 def _load_config(variant=""):
-    namespace = {}
-    exec(CONFIG_PATH.read_text(), namespace)
-    return namespace["get_config"](variant)
+    return config_lib.load_config_file(CONFIG_PATH, variant)
 
 
 def _random_payload(key, batch, k):
@@ -188,3 +191,40 @@ def test_run_writes_results_and_repeats_them(tmp_path):
     assert [json.loads(line)["step"] for line in metric_lines] == list(range(len(points)))
 
     assert product_experiment.run(config, str(tmp_path)) == results
+
+
+def _launch(workdir):
+    args = [
+        sys.executable, "-m", "launch.main", f"--config={CONFIG_PATH}:quick", f"--workdir={workdir}",
+        "--config.code.length=16", "--config.code.num_info=11", "--config.ebno_db=(2.0,3.0)",
+        "--config.batch_size=64", "--config.max_iterations=4", "--config.target_block_errors=100000",
+        "--config.max_codewords=4096", "--config.checkpoint_every_s=0.2",
+    ]
+    return subprocess.Popen(args, cwd=REPO_ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def test_killed_run_resumes_to_same_results(tmp_path):
+    reference_dir, interrupted_dir = tmp_path / "reference", tmp_path / "interrupted"
+
+    process = _launch(interrupted_dir)
+    checkpoints = interrupted_dir / "checkpoints"
+    deadline = time.monotonic() + 120.0
+    while not (checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())):
+        assert process.poll() is None, f"run ended before its first checkpoint: {process.stderr.read()[-2000:]}"
+        assert time.monotonic() < deadline, "no checkpoint within the timeout"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert not (interrupted_dir / "results.json").exists(), "the run finished before it was killed"
+
+    resumed, reference = _launch(interrupted_dir), _launch(reference_dir)
+    stderr = {}
+    for name, proc in (("resumed", resumed), ("reference", reference)):
+        _, stderr[name] = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr[name][-2000:]
+    assert "Resumed from checkpoint" in stderr["resumed"]
+
+    resumed_results = json.loads((interrupted_dir / "results.json").read_text())
+    assert resumed_results == json.loads((reference_dir / "results.json").read_text())
+    assert all(p["mean_iterations"] >= 1.0 for p in resumed_results["points"])

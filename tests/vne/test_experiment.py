@@ -13,9 +13,7 @@ CONFIG_PATH = Path(__file__).resolve().parents[2] / "configs" / "vne" / "baselin
 
 
 def _tiny_config():
-    namespace = {}
-    exec(CONFIG_PATH.read_text(), namespace)
-    config = namespace["get_config"]("quick")
+    config = config_lib.load_config_file(CONFIG_PATH, "quick")
     config.topologies = ("geant",)
     config.arrival_rates.geant = (0.02, 0.05)
     config.solvers = ("nrm_rank", "grc_rank")
@@ -76,7 +74,5 @@ def test_validate_rejects_bad_values(field, value, message):
 
 
 def test_quick_and_default_configs_validate():
-    namespace = {}
-    exec(CONFIG_PATH.read_text(), namespace)
     for variant in ("", "quick"):
-        experiment.validate(namespace["get_config"](variant))
+        experiment.validate(config_lib.load_config_file(CONFIG_PATH, variant))
