@@ -3,7 +3,7 @@
 Each artefact is one directory, `<root>/<name>/v<version>-<key>`, where `key`
 is a digest of the generator parameters and the seed, so artefacts built with
 different parameters sit side by side. The directory holds the artefact's
-files and a `manifest.json` with:
+files and a `manifest.json` that records:
 
 - `name`, `version`, `params` (the generator parameters, JSON), `seed`;
 - `created` (UTC, ISO 8601) and `format` (the manifest layout version);
@@ -58,7 +58,7 @@ class CacheError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class ArtifactSpec:
-    """What identifies one artefact.
+    """The identity of one artefact.
 
     Attributes:
         name: slash-separated name such as "image_suite/digits"; each part uses

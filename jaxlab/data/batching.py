@@ -1,9 +1,9 @@
 """Shuffled minibatches over host arrays, reproducible from (seed, epoch).
 
 The permutation of epoch `e` is drawn by NumPy's PCG64 from
-`SeedSequence(seed, spawn_key=(e,))`, so a run resumed at epoch `e` sees the
-same batches as an uninterrupted one, and no state has to be checkpointed for
-the data order.
+`SeedSequence(seed, spawn_key=(e,))`. A run resumed at epoch `e` therefore
+gets the same batches as an uninterrupted one, and the data order needs no
+checkpointed state.
 """
 
 from __future__ import annotations

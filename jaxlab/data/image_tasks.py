@@ -9,9 +9,9 @@ inside) with a one-pixel linear ramp for anti-aliasing. `images.py` adds pixel
 noise, quantises to uint8 and caches the result.
 
 The label of each task depends on one factor of variation (glyph identity,
-shape, hue, orientation, count, position, texture) while the others are drawn
-at random, so an expert trained on one task learns features the other tasks
-treat as nuisance. That is what makes merged experts interfere.
+shape, hue, orientation, count, position, texture), and the other factors are
+drawn at random. An expert trained on one task therefore learns features that
+the other tasks treat as nuisance, which makes merged experts interfere.
 """
 
 from __future__ import annotations
@@ -114,30 +114,38 @@ def shape_distance(kind: int, u: np.ndarray, v: np.ndarray, radius: np.ndarray) 
     name = SHAPE_NAMES[kind]
     if name == "circle":
         return r - rho
+
     if name == "ring":
         return 0.28 * r - np.abs(rho - 0.68 * r)
+
     if name in ("triangle", "square", "pentagon", "hexagon"):
         sides = {"triangle": 3, "square": 4, "pentagon": 5, "hexagon": 6}[name]
         return _polygon_distance(u, v, r, sides)
+
     if name == "star":
-        # Five points; the boundary runs straight from an outer vertex (radius r)
-        # to an inner one (0.42 r). The radial gap approximates the distance.
+        # Five points. Each edge runs straight from an outer vertex (radius r)
+        # to an inner one (0.42 r), and the radial gap approximates the distance.
         half = np.pi / 5
         t = np.mod(np.arctan2(v, u), 2 * half)
         t = np.where(t > half, 2 * half - t, t)
         outer, inner = r, 0.42 * r
         boundary = outer * inner * np.sin(half) / (outer * np.sin(t) + inner * np.sin(half - t))
         return 0.6 * (boundary - rho)
+
     if name == "cross":
         long, short = r, 0.34 * r
         bar_a = np.minimum(long - np.abs(u), short - np.abs(v))
         bar_b = np.minimum(short - np.abs(u), long - np.abs(v))
         return np.maximum(bar_a, bar_b)
+
     if name == "semicircle":
+        # A disc cut by a chord 0.3 r from the centre, so the shape stays as wide as the others.
         return np.minimum(r - rho, v + 0.3 * r)
+
     if name == "ellipse":
         a, b = r, 0.45 * r
         return b * (1.0 - np.hypot(u / a, v / b))
+
     raise ValueError(f"Unknown shape index {kind}.")
 
 

@@ -110,7 +110,7 @@ def generate_split(name: str, split: str, num_examples: int, seed: int) -> tuple
 
 
 def artifact_spec(name: str, num_train: int, num_test: int, seed: int) -> cache.ArtifactSpec:
-    """The cache identity of one task's splits."""
+    """Build the cache identity of one task's splits from its sizes, seed and renderer versions."""
     task = _task(name)
     params = {"num_train": num_train, "num_test": num_test, "image_size": IMAGE_SIZE,
               "noise_std": _NOISE_STD, "chunk": _CHUNK, "source": task.source()}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import os
 import zlib
@@ -219,6 +220,13 @@ def load_wordnet(directory: str | Path | None = None) -> list[Synset]:
     return synsets
 
 
+@functools.lru_cache(maxsize=2)
+def _load_wordnet_once(directory: str, fingerprint: tuple) -> tuple[Synset, ...]:
+    """Parse WordNet once per (directory, file digests) when a suite builds several tasks."""
+    del fingerprint  # Only part of the cache key, so that edited files are parsed again.
+    return tuple(load_wordnet(directory))
+
+
 def wordnet_fingerprint(directory: Path) -> dict[str, str]:
     """Return the sha256 of each WordNet data file, which identifies the WordNet release."""
     paths = _require_wordnet_files(directory)
@@ -324,8 +332,9 @@ def load_text_task(
     spec = cache.ArtifactSpec(name=f"text_suite/{name}", version=GENERATOR_VERSION, params=params, seed=seed)
 
     def generate():
+        synsets = _load_wordnet_once(str(directory.resolve()), tuple(sorted(params["wordnet_sha256"].items())))
         train_texts, train_labels, test_texts, test_labels = build_text_task(
-            task, load_wordnet(directory), train_per_class, test_per_class, seed)
+            task, synsets, train_per_class, test_per_class, seed)
         train_bytes, train_offsets = encode_texts(train_texts)
         test_bytes, test_offsets = encode_texts(test_texts)
         arrays = {"train_text_bytes": train_bytes, "train_text_offsets": train_offsets,

@@ -51,7 +51,8 @@ def test_tasks_balanced_disjoint_and_deterministic(synsets):
         assert len(set(train_x)) == len(train_x), task.name
 
         again = text.build_text_task(task, synsets, 30, 10, seed=0)
-        assert again[0] == train_x and again[2] == test_x, task.name
+        assert again[0] == train_x, task.name
+        assert again[2] == test_x, task.name
         other = text.build_text_task(task, synsets, 30, 10, seed=1)
         assert other[0] != train_x, task.name
 
@@ -139,7 +140,8 @@ def test_lexnames_file_overrides_standard_list(tmp_path):
 def test_encode_decode_texts():
     texts = ["naïve café", "", "tab\tinside", "日本語"]
     data, offsets = text.encode_texts(texts)
-    assert data.dtype == np.uint8 and offsets.dtype == np.int64
+    assert data.dtype == np.uint8
+    assert offsets.dtype == np.int64
     assert text.decode_texts(data, offsets) == texts
 
 
@@ -153,7 +155,8 @@ def test_sst2_loader_reads_glue_layout(tmp_path):
     path = _write(tmp_path, "sentence\tlabel\nhide new secretions \t0\na gorgeous film\t1\n\n")
     sentences, labels = text.load_sst2_tsv(path)
     assert sentences == ["hide new secretions", "a gorgeous film"]
-    assert labels.tolist() == [0, 1] and labels.dtype == np.int32
+    assert labels.tolist() == [0, 1]
+    assert labels.dtype == np.int32
 
     indexed = _write(tmp_path, "index\tlabel\tsentence\n0\t1\tgood\n", name="indexed.tsv")
     assert text.load_sst2_tsv(indexed)[0] == ["good"]
