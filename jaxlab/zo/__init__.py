@@ -1,0 +1,1 @@
+"""Zeroth-order fine-tuning: MeZO, LeZO and Sparse-MeZO on any parameter pytree."""
