@@ -1,8 +1,8 @@
 # Entry points for a new checkout. Every target creates .venv with the system
 # python3 on first use and installs jaxlab into it in editable mode, with the
-# test extras.
+# test and multi-agent (jaxmarl) extras.
 #
-#   make install                 create .venv and pip install -e '.[test]'
+#   make install                 create .venv and pip install -e '.[test,marl]'
 #   make demo [METHOD=polar]     run one method's quick experiment
 #   make test [PYTEST_ARGS=...]  the test suite on 2 workers and 8 host devices
 #   make bench [BENCHMARKS=...]  run the benchmark scripts
@@ -36,7 +36,7 @@ $(PYTHON):
 	  rm -rf $(VENV); exit 1; }
 
 $(INSTALL_STAMP): setup.cfg pyproject.toml | $(PYTHON)
-	$(PYTHON) -m pip install --quiet -e '.[test]'
+	$(PYTHON) -m pip install --quiet -e '.[test,marl]'
 	touch $@
 
 install: $(INSTALL_STAMP)
