@@ -6,8 +6,8 @@ The module tree mirrors `transformers.BertModel`: the parameters of
 (see `jaxlab.models.hf` for the naming rules and the conversion).
 
 Extension point: with `hook_factory` given, every layer applies
-`hook(layer_output, layer_input)` to its output; the factory is called as
-`hook_factory(config, layer_index)` and its parameters live under the
+`hook(layer_output, layer_input)` to its output. The factory is called as
+`hook_factory(config, layer_index)`, and the hook's parameters live under the
 layer's `output_hook` entry.
 """
 
@@ -35,7 +35,7 @@ class BertConfig:
     num_attention_heads: int = 12  # Must divide hidden_size.
     intermediate_size: int = 3072
     hidden_act: str = "gelu"
-    max_position_embeddings: int = 512  # Longest input, in tokens.
+    max_position_embeddings: int = 512  # Maximum input length, in tokens.
     type_vocab_size: int = 2  # Number of segment (token type) ids.
     layer_norm_eps: float = 1e-12
     hidden_dropout_prob: float = 0.1  # Applied only when called with deterministic=False.
@@ -269,5 +269,6 @@ class BertModel(nn.Module):
                           pooler_output=pooled)
 
     def init_params(self, key: jax.Array, tokens: int = 8) -> dict:
-        """Initialise random parameters (the {"params": ...} collection's contents)."""
-        return self.init(key, jnp.zeros((1, tokens), jnp.int32))["params"]
+        """Initialise random parameters (the {"params": ...} collection's contents) under jit."""
+        input_ids = jnp.zeros((1, tokens), jnp.int32)
+        return jax.jit(lambda key: self.init(key, input_ids)["params"])(key)

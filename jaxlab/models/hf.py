@@ -12,8 +12,8 @@ name split on dots, with two rules:
 
 So `vision_model.encoder.layers.0.mlp.fc1.weight` is
 `params["vision_model"]["encoder"]["layers_0"]["mlp"]["fc1"]["kernel"]`.
-Tensors change layout on the way: linear weights are [out, in] in PyTorch and
-[in, out] in Flax; convolution weights are [out, in, height, width] in
+Tensors change layout on the way. Linear weights are [out, in] in PyTorch and
+[in, out] in Flax. Convolution weights are [out, in, height, width] in
 PyTorch and [height, width, in, out] in Flax.
 
 Files. A checkpoint is a directory with `config.json` and `model.safetensors`
@@ -54,7 +54,7 @@ EMBEDDING_NAMES = frozenset({"position_embedding", "position_embeddings", "word_
                              "token_type_embeddings"})
 # Buffers that transformers saved in older checkpoints; they are not parameters.
 IGNORED_BUFFER = re.compile(r"(^|\.)position_ids$")
-# Where the paper-setting CLIP towers sit in the Hugging Face hub cache.
+# Expected tower configs of the CLIP checkpoints used by model-merging papers, by hub id.
 CLIP_PRESETS: dict[str, clip.CLIPVisionConfig] = {
     "openai/clip-vit-base-patch32": clip.VIT_B_32,
     "openai/clip-vit-base-patch16": clip.VIT_B_16,
@@ -64,9 +64,6 @@ CLIP_PRESETS: dict[str, clip.CLIPVisionConfig] = {
 
 class CheckpointError(ValueError):
     """A checkpoint that does not match the requested model: wrong files, config or tensors."""
-
-
-# --- Parameter names -------------------------------------------------------
 
 
 def hf_name_to_path(name: str) -> tuple[str, ...]:
@@ -130,9 +127,6 @@ def parameter_shapes(config: ModelConfig) -> dict[tuple[str, ...], tuple[int, ..
     shapes = jax.eval_shape(module.init_params, jax.random.key(0))
     flat = jax.tree_util.tree_flatten_with_path(shapes)[0]
     return {tuple(key.key for key in path): tuple(leaf.shape) for path, leaf in flat}
-
-
-# --- Configs ---------------------------------------------------------------
 
 
 def _fields(config_class) -> set[str]:
@@ -207,9 +201,6 @@ def _check_config(expected: ModelConfig, found: ModelConfig, source: str) -> Non
     if differences:
         raise CheckpointError(f"{source}: config does not match the expected {expected}; "
                               + "; ".join(differences))
-
-
-# --- Tensors ---------------------------------------------------------------
 
 
 def _read_json(path: Path) -> dict:
@@ -344,9 +335,6 @@ def params_to_tensors(params: Mapping, config: ModelConfig) -> dict[str, np.ndar
     return tensors
 
 
-# --- Directories -----------------------------------------------------------
-
-
 def load_hf(path: PathLike, config: Optional[ModelConfig] = None) -> tuple[nn.Module, dict]:
     """Load a Hugging Face checkpoint directory into a jaxlab module and its params.
 
@@ -418,7 +406,7 @@ def resolve_cached_snapshot(repo_id: str, cache_dir: Optional[PathLike] = None,
 
     The hub cache stores `models--<org>--<name>/snapshots/<commit>/` and maps
     branch names to commits in `refs/<branch>`. `revision` is a branch name
-    or a commit hash; when `refs/main` is absent and the cache holds exactly
+    or a commit hash; when `refs/main` is absent and the cache contains exactly
     one snapshot, that snapshot is used.
     """
     cache = Path(cache_dir) if cache_dir is not None else hf_cache_dir()

@@ -32,7 +32,7 @@ REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json",
 
 
 def find_model_dir() -> Path:
-    """Return the directory inside site-packages that holds the packaged checkpoint."""
+    """Return the directory inside site-packages that contains the packaged checkpoint."""
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or spec.origin is None:
         raise FileNotFoundError(f"the all-MiniLM-L6-v2 package ({PACKAGE}) is not installed; "
