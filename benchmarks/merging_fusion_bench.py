@@ -192,8 +192,18 @@ def _replay_dare_masks(models, sparsity: float, seed: int):
 def run_parity(num_experts: int, seed: int) -> dict[str, tuple[float, float]]:
     """Merge the same float64 checkpoints with both libraries; return (max |difference|, max |merged|) per method."""
     import jax
+    import torch
 
-    jax.config.update("jax_enable_x64", True)
+    default_dtype = torch.get_default_dtype()
+    try:
+        with jax.enable_x64(True):
+            return _run_parity_float64(num_experts, seed)
+    finally:
+        torch.set_default_dtype(default_dtype)
+
+
+def _run_parity_float64(num_experts: int, seed: int) -> dict[str, tuple[float, float]]:
+    import jax
     import jax.numpy as jnp
     import torch
 
