@@ -388,17 +388,15 @@ def _generate_counting(rng, labels, split):
 
     coverage = np.zeros((n, IMAGE_SIZE, IMAGE_SIZE), np.float32)
     for slot in range(int(count.max())):
-        active = slot < count
-        cell_index = order[:, slot]
-        cx = (cell_index % COUNT_GRID + 0.5) * cell + jitter[:, slot, 0]
-        cy = (cell_index // COUNT_GRID + 0.5) * cell + jitter[:, slot, 1]
-        r = radius[:, slot]
-        dx = np.abs(_X[None] - cx[:, None, None])
-        dy = np.abs(_Y[None] - cy[:, None, None])
-        disc = r[:, None, None] - np.hypot(dx, dy)
-        box = r[:, None, None] - np.maximum(dx, dy)
-        object_coverage = _soft(np.where(square[:, None, None], box, disc))
-        coverage = np.maximum(coverage, object_coverage * active[:, None, None])
+        rows = np.flatnonzero(slot < count)  # Images that have an object in this slot.
+        cell_index = order[rows, slot]
+        cx = (cell_index % COUNT_GRID + 0.5) * cell + jitter[rows, slot, 0]
+        cy = (cell_index // COUNT_GRID + 0.5) * cell + jitter[rows, slot, 1]
+        r = radius[rows, slot, None, None]
+        dx = np.abs(_X[None] - cx[:, None, None].astype(np.float32))
+        dy = np.abs(_Y[None] - cy[:, None, None].astype(np.float32))
+        distance = np.where(square[rows, None, None], r - np.maximum(dx, dy), r - np.hypot(dx, dy))
+        coverage[rows] = np.maximum(coverage[rows], _soft(distance))
     foreground, background = contrasting_colours(rng, n)
     return composite(coverage, foreground, background)
 
