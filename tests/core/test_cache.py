@@ -139,7 +139,8 @@ def _build_slowly(root, started):
 
 
 def test_killed_build_looks_incomplete_and_is_cleaned(tmp_path):
-    context = multiprocessing.get_context("fork")
+    # "spawn" because forking a process that has started JAX's threads is unsafe.
+    context = multiprocessing.get_context("spawn")
     started = context.Event()
     process = context.Process(target=_build_slowly, args=(tmp_path, started))
     process.start()
