@@ -17,6 +17,8 @@ def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
     """Return the int64 permutation of `range(num_examples)` used in `epoch`."""
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
         raise ValueError(f"epoch must be an int >= 0, got {epoch!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}.")
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(epoch,)))
     return rng.permutation(num_examples)
 

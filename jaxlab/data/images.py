@@ -93,6 +93,8 @@ def generate_split(name: str, split: str, num_examples: int, seed: int) -> tuple
         raise ValueError(f"Unknown split {split!r}; expected one of {SPLITS}.")
     if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
         raise ValueError(f"num_examples must be an int >= 1, got {num_examples!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}.")
 
     # Streams keyed by (seed, task, split[, chunk]) keep tasks and splits independent.
     stream = (zlib.crc32(name.encode()), SPLITS.index(split))

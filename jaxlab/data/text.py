@@ -253,6 +253,8 @@ def build_text_task(
         train texts, train labels int32, test texts, test labels int32, each
         split shuffled.
     """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}.")
     texts_by_class: dict[str, set[str]] = {name: set() for name in task.class_names}
     for synset in synsets:
         label_name = synset.lexname if task.label_kind == "lexname" else synset.pos

@@ -45,3 +45,5 @@ def test_bad_arguments_rejected():
         next(batching.shuffled_batches((x,), 2, seed=0, epoch=-1))
     with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
         next(batching.shuffled_batches((x,), 0, seed=0, epoch=0))
+    with pytest.raises(ValueError, match="seed must be an int >= 0, got -1"):
+        next(batching.shuffled_batches((x,), 2, seed=-1, epoch=0))

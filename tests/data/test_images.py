@@ -195,6 +195,10 @@ def test_suite_sizes_and_bad_arguments(tmp_path):
         images.load_image_task("shapes", num_train=5, root=tmp_path)
     with pytest.raises(ValueError, match="Unknown suite size"):
         images.load_image_suite(size="huge", root=tmp_path)
+    with pytest.raises(ValueError, match="seed must be an int >= 0, got -2"):
+        images.generate_split("shapes", "train", 10, seed=-2)
+    with pytest.raises(ValueError, match="Unknown split 'val'"):
+        images.generate_split("shapes", "val", 10, seed=0)
 
 
 def test_normalize_images():
