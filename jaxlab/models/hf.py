@@ -139,13 +139,16 @@ def config_from_hf(hf_config: Mapping[str, Any], tensor_names: set[str],
     model_type = hf_config.get("model_type")
     architectures = hf_config.get("architectures") or []
     if model_type in ("clip_vision_model", "clip"):
-        fields = dict(hf_config.get("vision_config") or {}) if model_type == "clip" else dict(hf_config)
         if model_type == "clip":
+            # Configs written by transformers 4.1x also carry `vision_config_dict`,
+            # whose values override `vision_config`, as transformers reads them.
+            fields = {**(hf_config.get("vision_config") or {}),
+                      **(hf_config.get("vision_config_dict") or {})}
             fields["projection_dim"] = hf_config.get("projection_dim", 512)
         elif "visual_projection.weight" in tensor_names:
-            fields.setdefault("projection_dim", 512)
+            fields = {"projection_dim": 512, **hf_config}
         else:
-            fields["projection_dim"] = None
+            fields = {**hf_config, "projection_dim": None}
         if fields.get("attention_dropout", 0.0) != 0.0:
             raise CheckpointError(f"{source}: attention_dropout={fields['attention_dropout']} is not "
                                   "supported; jaxlab's CLIP runs without dropout")

@@ -199,3 +199,22 @@ def test_clip_cache_ambiguous_snapshots_need_revision(tmp_path, clip_params):
     _, loaded = hf.load_clip_vision("openai/clip-vit-base-patch32", cache_dir=tmp_path,
                                     revision="bbbb", config=clip.TINY)
     chex.assert_trees_all_equal(loaded, clip_params)
+
+
+def test_clip_model_config_dict_overrides(tmp_path, clip_params):
+    # A CLIPModel config.json in the transformers 4.1x form: `vision_config`
+    # with defaults and the real sizes in `vision_config_dict`.
+    hf.save_hf(tmp_path, clip.TINY, clip_params)
+    tiny = json.loads((tmp_path / "config.json").read_text())
+    sizes = {name: tiny[name] for name in ("hidden_size", "intermediate_size", "num_hidden_layers",
+                                           "num_attention_heads", "image_size", "patch_size")}
+    config = {"architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": 16,
+              "vision_config": {"hidden_size": 768, "patch_size": 32}, "vision_config_dict": sizes}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    rewrite_tensors(tmp_path, lambda t: t.update({"logit_scale": np.ones((), np.float32),
+                                                  "text_projection.weight": np.ones((16, 8), np.float32)}))
+
+    module, loaded = hf.load_clip_vision(tmp_path)
+
+    assert module.config == clip.TINY
+    chex.assert_trees_all_equal(loaded, clip_params)
