@@ -140,8 +140,8 @@ def config_from_hf(hf_config: Mapping[str, Any], tensor_names: set[str],
     architectures = hf_config.get("architectures") or []
     if model_type in ("clip_vision_model", "clip"):
         if model_type == "clip":
-            # Configs written by transformers 4.1x also carry `vision_config_dict`,
-            # whose values override `vision_config`, as transformers reads them.
+            # Older configs can carry `vision_config_dict` (a CLIPConfig argument in
+            # transformers 4.17), whose values override `vision_config` in transformers.
             fields = {**(hf_config.get("vision_config") or {}),
                       **(hf_config.get("vision_config_dict") or {})}
             fields["projection_dim"] = hf_config.get("projection_dim", 512)

@@ -202,8 +202,8 @@ def test_clip_cache_ambiguous_snapshots_need_revision(tmp_path, clip_params):
 
 
 def test_clip_model_config_dict_overrides(tmp_path, clip_params):
-    # A CLIPModel config.json in the transformers 4.1x form: `vision_config`
-    # with defaults and the real sizes in `vision_config_dict`.
+    # An older CLIPModel config.json: `vision_config` with default sizes and
+    # the real sizes in `vision_config_dict`.
     hf.save_hf(tmp_path, clip.TINY, clip_params)
     tiny = json.loads((tmp_path / "config.json").read_text())
     sizes = {name: tiny[name] for name in ("hidden_size", "intermediate_size", "num_hidden_layers",
