@@ -185,3 +185,21 @@ def test_clip_forward_compiles_once():
 
     chex.assert_shape([first, second], (2, 16))
     assert bool(jnp.all(jnp.isfinite(second)))
+
+
+def test_clip_forward_sharded_matches_single_device():
+    from jaxlab.core import distributed
+
+    mesh = distributed.make_mesh()
+    model = clip.CLIPVisionModel(clip.TINY)
+    params = model.init_params(jax.random.key(0))
+    images = jnp.asarray(np.random.default_rng(1).normal(size=(len(mesh.devices.flat), 32, 32, 3)),
+                         jnp.float32)
+    embed = jax.jit(lambda params, images: model.apply({"params": params}, images).image_embeds)
+
+    sharded = embed(jax.device_put(params, distributed.replicated_sharding(mesh)),
+                    distributed.shard_batch(images, mesh))
+    single = embed(params, images)
+
+    assert sharded.sharding.is_equivalent_to(distributed.batch_sharding(mesh), sharded.ndim)
+    chex.assert_trees_all_close(sharded, single, atol=1e-6)
