@@ -2,6 +2,6 @@
 
 Modules: `clip` (CLIPVisionModel and its configs), `bert` (BertModel and
 MINILM_L6), `hf` (parameter naming, `load_hf`, `save_hf`,
-`load_clip_vision`) and `minilm` (the packaged all-MiniLM-L6-v2 sentence
-encoder). See docs/models.md.
+`load_clip_vision`), `params` (`overlay_params` for extended models) and
+`minilm` (the packaged all-MiniLM-L6-v2 sentence encoder). See docs/models.md.
 """

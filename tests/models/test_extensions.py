@@ -203,3 +203,30 @@ def test_clip_forward_sharded_matches_single_device():
 
     assert sharded.sharding.is_equivalent_to(distributed.batch_sharding(mesh), sharded.ndim)
     chex.assert_trees_all_close(sharded, single, atol=1e-6)
+
+
+def test_overlay_params_keeps_hook_entries():
+    from jaxlab.models.params import overlay_params
+
+    pretrained = clip.CLIPVisionModel(clip.TINY).init_params(jax.random.key(1))
+    hooked = clip.CLIPVisionModel(clip.TINY, hook_factory=lambda config, index: LowRankAdapter())
+    initial = hooked.init_params(jax.random.key(0))
+
+    combined = overlay_params(initial, pretrained)
+
+    layer = combined["vision_model"]["encoder"]["layers_1"]
+    chex.assert_trees_all_equal(layer["output_hook"], initial["vision_model"]["encoder"]["layers_1"]["output_hook"])
+    chex.assert_trees_all_equal(layer["mlp"], pretrained["vision_model"]["encoder"]["layers_1"]["mlp"])
+    chex.assert_trees_all_close(hooked.apply({"params": combined}, pixels()),
+                                clip.CLIPVisionModel(clip.TINY).apply({"params": pretrained}, pixels()), atol=0)
+
+
+def test_overlay_params_names_mismatch():
+    from jaxlab.models.params import overlay_params
+
+    pretrained = clip.CLIPVisionModel(clip.TINY).init_params(jax.random.key(1))
+    replaced = clip.CLIPVisionModel(clip.TINY, mlp_factory=lambda config, index: TaskVectorMLP(config, COEFFICIENTS))
+    initial = replaced.init_params(jax.random.key(0))
+
+    with pytest.raises(ValueError, match="pretrained entry vision_model/encoder/layers_0/mlp/fc1 has no counterpart"):
+        overlay_params(initial, pretrained)
