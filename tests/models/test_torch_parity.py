@@ -172,3 +172,24 @@ def test_bert_export_loads_in_transformers(tmp_path):
                                     torch.from_numpy(token_type_ids))
     assert_close(output.last_hidden_state, expected.last_hidden_state, "last_hidden_state")
     assert_close(output.pooler_output, expected.pooler_output, "pooler_output")
+
+
+@pytest.mark.parametrize("config", [clip.VIT_B_32, clip.VIT_L_14, bert.MINILM_L6],
+                         ids=["vit_b_32", "vit_l_14", "minilm_l6"])
+def test_full_size_layouts_match_transformers(config):
+    # Built on the meta device: names and shapes only, no memory or init time.
+    hf_config = hf.config_to_hf(config)
+    with torch.device("meta"):
+        if isinstance(config, clip.CLIPVisionConfig):
+            reference = transformers.CLIPVisionModelWithProjection(
+                transformers.CLIPVisionConfig(**hf_config))
+        else:
+            reference = transformers.BertModel(transformers.BertConfig(**hf_config))
+    expected = {name: tuple(tensor.shape) for name, tensor in reference.state_dict().items()
+                if not name.endswith("position_ids")}
+
+    actual = {hf.path_to_hf_name(path): tuple(hf.to_torch_layout(path, np.empty(shape)).shape)
+              for path, shape in hf.parameter_shapes(config).items()}
+
+    assert sorted(actual) == sorted(expected)
+    assert actual == expected
