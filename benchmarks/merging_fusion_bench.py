@@ -17,10 +17,12 @@ maximum absolute difference per method:
   - RegMean: `regmean_merging` (alpha 0.95) with forward hooks on the Linear
     inputs, against `gram_matrices` on the same inputs.
 
-Timing (`--mode=timing`): 8 experts plus a pretrained model with the parameter
-shapes of the CLIP ViT-B/32 vision tower (87.5M float32 parameters each, random
-weights). Each (library, method) pair runs in its own subprocess, so peak
-memory stays one method's and the numbers do not disturb each other. fusion-bench
+Timing (`--mode=timing`): 8 experts (4 for Ties, see `--ties_experts`) plus a
+pretrained model with the parameter shapes of the CLIP ViT-B/32 vision tower
+(87.5M float32 parameters each, random weights). Each (library, method) pair
+runs in its own subprocess, so peak memory stays one method's and the numbers
+do not disturb each other. A job whose estimated memory exceeds what the
+machine has available is not started. fusion-bench
 runs its algorithm classes on a `BaseModelPool` of torch modules; jaxlab runs
 its public functions on JAX arrays (input checks included), after one untimed
 call that compiles them.
@@ -67,6 +69,9 @@ _OUTPUT = flags.DEFINE_string("output", None, "Markdown file in which to add or 
                               "print only if unset.")
 _PARITY_EXPERTS = flags.DEFINE_integer("parity_experts", 4, "Fine-tuned models in the parity run.")
 _TIMING_EXPERTS = flags.DEFINE_integer("timing_experts", 8, "Fine-tuned models in the timing run.")
+_TIES_EXPERTS = flags.DEFINE_integer(
+    "ties_experts", 4, "Fine-tuned models in the Ties timing. fusion-bench's Ties holds about six float32 copies of "
+    "all task vectors at once (about 2.6 GB per ViT-B/32 expert), so 8 experts need about 20 GB.")
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Timed runs per method and library; the fastest is reported.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of all random weights, inputs and DARE masks.")
 _WORKER = flags.DEFINE_string("worker", None, "Internal: run one timing job 'library:method' and print JSON.")
@@ -136,7 +141,7 @@ def _classifier_class():
 
 
 def classifier_logits(params: dict[str, Any], x):
-    """The Classifier's forward pass in JAX on a tree from `state_dict_to_tree` (torch layouts)."""
+    """Compute the Classifier's logits in JAX from a tree made by `state_dict_to_tree` (torch layouts)."""
     import jax
     import jax.numpy as jnp
 
@@ -152,7 +157,7 @@ def classifier_logits(params: dict[str, Any], x):
 
 
 def classifier_linear_inputs(params: dict[str, Any], x) -> dict[str, Any]:
-    """Inputs of the three Linear layers, keyed by the jaxlab path of their weight."""
+    """Return the inputs of the three Linear layers, keyed by the jaxlab path of their weight."""
     import jax
     import jax.numpy as jnp
 
@@ -446,16 +451,44 @@ def run_timing_job(spec: str, num_experts: int, repeats: int, seed: int) -> dict
     return result
 
 
-def run_timing(num_experts: int, repeats: int, seed: int) -> list[dict[str, Any]]:
-    """Run every (library, method) job in a fresh subprocess and collect their JSON results."""
+# Estimated peak memory per job: 1.5 GiB, the models, and model-sized copies per expert (0.33 GiB
+# each for ViT-B/32 in float32). Runs with 2 experts measured about 8 copies per expert for
+# fusion-bench's Ties (2.6 GiB per expert) and at most 3 for the other jobs.
+_GIB_PER_MODEL = 87_456_000 * 4 / 2**30
+
+
+def _estimated_peak_gib(library: str, method: str, num_experts: int) -> float:
+    copies_per_expert = 8.0 if (library, method) == ("fusion_bench", "ties") else 3.0
+    return 1.5 + (num_experts + 1) * _GIB_PER_MODEL + num_experts * copies_per_expert * _GIB_PER_MODEL
+
+
+def _available_gib() -> float:
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    raise RuntimeError("MemAvailable is missing from /proc/meminfo.")
+
+
+def run_timing(num_experts: int, ties_experts: int, repeats: int, seed: int) -> list[dict[str, Any]]:
+    """Run every (library, method) job in a fresh subprocess and collect their JSON results.
+
+    Raises:
+        MemoryError: before starting a job whose estimated peak memory exceeds what is available.
+    """
     results = []
     for method in TIMING_METHODS:
+        experts = ties_experts if method == "ties" else num_experts
         for library in ("fusion_bench", "jaxlab"):
+            needed, available = _estimated_peak_gib(library, method, experts), _available_gib()
+            if needed > available - 2.0:
+                raise MemoryError(f"{library}:{method} with {experts} experts needs about {needed:.1f} GiB, but "
+                                  f"{available:.1f} GiB is available. Lower --timing_experts/--ties_experts.")
             command = [sys.executable, os.path.abspath(__file__), f"--worker={library}:{method}",
-                       f"--timing_experts={num_experts}", f"--repeats={repeats}", f"--seed={seed}"]
+                       f"--timing_experts={experts}", f"--repeats={repeats}", f"--seed={seed}"]
             completed = subprocess.run(command, check=True, capture_output=True, text=True)
             line = [line for line in completed.stdout.splitlines() if line.startswith("{")][-1]
-            results.append(json.loads(line))
+            results.append(dict(json.loads(line), experts=experts))
             print(results[-1], flush=True)
     return results
 
@@ -494,18 +527,19 @@ def parity_report(differences: dict[str, tuple[float, float]], command: str, num
     return "\n".join(lines) + "\n"
 
 
-def timing_report(results: list[dict[str, Any]], command: str, num_experts: int) -> str:
+def timing_report(results: list[dict[str, Any]], command: str) -> str:
     by_key = {(r["library"], r["method"]): r for r in results}
     lines = [_header(command), "",
-             f"{num_experts} experts and a pretrained model with ViT-B/32 vision-tower shapes (87.5M float32 "
-             "parameters each). Fastest of the timed runs; jaxlab's first call (compilation included) in its own "
+             "Experts and a pretrained model with ViT-B/32 vision-tower shapes (87.5M float32 parameters each, "
+             "random). Fastest of the timed runs; jaxlab's first call (compilation included) in its own "
              "column. Peak RSS is the whole subprocess, models included.", "",
-             "| Method | fusion-bench (s) | jaxlab (s) | fusion-bench / jaxlab | jaxlab first call (s) "
+             "| Method | experts | fusion-bench (s) | jaxlab (s) | fusion-bench / jaxlab | jaxlab first call (s) "
              "| peak RSS fusion-bench / jaxlab (GiB) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for method in TIMING_METHODS:
         reference, ours = by_key[("fusion_bench", method)], by_key[("jaxlab", method)]
-        lines.append(f"| {METHOD_NAMES[method]} | {reference['seconds']:.2f} | {ours['seconds']:.2f} | "
+        lines.append(f"| {METHOD_NAMES[method]} | {ours['experts']} | {reference['seconds']:.2f} | "
+                     f"{ours['seconds']:.2f} | "
                      f"{reference['seconds'] / ours['seconds']:.2f} | {ours['first_call_s']:.2f} | "
                      f"{reference['peak_rss_gib']:.1f} / {ours['peak_rss_gib']:.1f} |")
     return "\n".join(lines) + "\n"
@@ -522,8 +556,8 @@ def main(argv: list[str]) -> None:
         differences = run_parity(_PARITY_EXPERTS.value, _SEED.value)
         report, title = parity_report(differences, command, _PARITY_EXPERTS.value), PARITY_TITLE
     else:
-        results = run_timing(_TIMING_EXPERTS.value, _REPEATS.value, _SEED.value)
-        report, title = timing_report(results, command, _TIMING_EXPERTS.value), TIMING_TITLE
+        results = run_timing(_TIMING_EXPERTS.value, _TIES_EXPERTS.value, _REPEATS.value, _SEED.value)
+        report, title = timing_report(results, command), TIMING_TITLE
     print(report)
     if _OUTPUT.value:
         _replace_section(_OUTPUT.value, title, report)

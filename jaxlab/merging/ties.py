@@ -51,28 +51,41 @@ def _check_merge(merge: str) -> None:
         raise ValueError(f"merge={merge!r} is invalid; use one of {MERGE_FUNCTIONS}.")
 
 
-def _stack(vectors: Sequence[PyTree]) -> PyTree:
-    """Stack T trees into one tree whose leaves have a leading task axis of size T."""
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *vectors)
+class _TaskVectorLeaves:
+    """Task vector leaves tau[t][l] computed where they are used, never stored.
+
+    Inside `jax.jit`, XLA fuses each `tau(t, l)` (a subtraction, or nothing when
+    the inputs already are task vectors) into the reduction or elementwise
+    kernel that reads it. Ties then keeps no copy of the T task vectors besides
+    its inputs, which matters at 8 x 88M parameters.
+    """
+
+    def __init__(self, models: Sequence[PyTree], pretrained: PyTree | None):
+        self.treedef = jax.tree.structure(models[0])
+        self.model_leaves = [jax.tree.leaves(model) for model in models]
+        self.base_leaves = None if pretrained is None else jax.tree.leaves(pretrained)
+        self.num_tasks = len(models)
+        self.num_leaves = len(self.model_leaves[0])
+
+    def tau(self, task: int, leaf: int, one: jax.Array | None = None) -> jax.Array:
+        """Return tau[task][leaf]; `one`, an exact 1, makes it depend on a loop variable."""
+        value = self.model_leaves[task][leaf]
+        if one is not None:
+            value = value * one.astype(value.dtype)
+        return value if self.base_leaves is None else value - self.base_leaves[leaf]
+
+    def unflatten(self, leaves: list[jax.Array]) -> PyTree:
+        return jax.tree.unflatten(self.treedef, leaves)
 
 
-def _unstack(stacked: PyTree, num_tasks: int) -> list[PyTree]:
-    return [jax.tree.map(lambda leaf, i=i: leaf[i], stacked) for i in range(num_tasks)]
-
-
-def _magnitude_thresholds(stacked: PyTree, keep_fraction: float) -> jax.Array:
+def _magnitude_thresholds(vectors: _TaskVectorLeaves, keep_fraction: float) -> jax.Array:
     """Return, per task, the k-th smallest |tau| over all leaves, k = d - int(d * keep_fraction).
-
-    Args:
-        stacked: task vectors with a leading task axis [T, ...] on every leaf.
-        keep_fraction: the fraction of entries to keep, a Python float.
 
     Returns:
         [T] thresholds in the widest floating dtype of the leaves; 0 when k = 0.
     """
-    leaves = jax.tree.leaves(stacked)
-    num_tasks = leaves[0].shape[0]
-    num_entries = sum(int(np.prod(leaf.shape[1:])) for leaf in leaves)
+    leaves = vectors.model_leaves[0]
+    num_entries = sum(int(np.size(leaf)) for leaf in leaves)
     rank = num_entries - int(num_entries * keep_fraction)
     count_dtype = jnp.int64 if jax.config.jax_enable_x64 else jnp.int32
     if num_entries >= np.iinfo(count_dtype).max:
@@ -84,15 +97,22 @@ def _magnitude_thresholds(stacked: PyTree, keep_fraction: float) -> jax.Array:
     # Compare |tau| in the widest float dtype, so that mixed-precision trees share one threshold.
     dtype = jnp.result_type(*leaves)
     bits_dtype = _UNSIGNED_OF_WIDTH[jnp.dtype(dtype).itemsize]
-    magnitude_bits = [
-        lax.bitcast_convert_type(jnp.abs(leaf.astype(dtype)).reshape(num_tasks, -1), bits_dtype)
-        for leaf in leaves
-    ]
-    infinity_bits = lax.bitcast_convert_type(jnp.array(jnp.inf, dtype), bits_dtype)
 
-    def count_at_most(bound: jax.Array) -> jax.Array:
-        counts = [jnp.sum(bits <= bound[:, None], axis=1, dtype=count_dtype) for bits in magnitude_bits]
-        return functools.reduce(jnp.add, counts)
+    def magnitude_bits(task: int, leaf: int, one: jax.Array) -> jax.Array:
+        tau = vectors.tau(task, leaf, one).astype(dtype)
+        return lax.bitcast_convert_type(jnp.abs(tau), bits_dtype)
+
+    def count_at_most(bounds: jax.Array) -> jax.Array:
+        # bounds <= bits(inf) < the all-ones pattern, so `one` is exactly 1; but because it
+        # depends on the loop state, XLA cannot hoist |tau| out of the loop into T
+        # task-vector-sized buffers.
+        ones = (bounds != jnp.array(jnp.iinfo(bits_dtype).max, bits_dtype)).astype(dtype)
+        counts = []
+        for task in range(vectors.num_tasks):
+            per_leaf = [jnp.sum(magnitude_bits(task, leaf, ones[task]) <= bounds[task], dtype=count_dtype)
+                        for leaf in range(vectors.num_leaves)]
+            counts.append(functools.reduce(jnp.add, per_leaf))
+        return jnp.stack(counts)
 
     def bisect(_, interval):
         low, high = interval
@@ -102,76 +122,105 @@ def _magnitude_thresholds(stacked: PyTree, keep_fraction: float) -> jax.Array:
 
     # The k-th smallest is the smallest bit pattern b with #{|tau| <= b} >= k. The
     # interval [0, bits(inf)] halves each iteration, so one iteration per bit suffices.
-    low = jnp.zeros((num_tasks,), bits_dtype)
-    high = jnp.full((num_tasks,), infinity_bits, bits_dtype)
+    infinity_bits = lax.bitcast_convert_type(jnp.array(jnp.inf, dtype), bits_dtype)
+    low = jnp.zeros((vectors.num_tasks,), bits_dtype)
+    high = jnp.full((vectors.num_tasks,), infinity_bits, bits_dtype)
     num_iterations = 8 * jnp.dtype(bits_dtype).itemsize
     low, _ = lax.fori_loop(0, num_iterations, bisect, (low, high))
     return lax.bitcast_convert_type(low, dtype)
 
 
-def _trim(stacked: PyTree, keep_fraction: float) -> PyTree:
-    thresholds = _magnitude_thresholds(stacked, keep_fraction)
+class _Trimmed:
+    """Trimmed task vector leaves, recomputed from the task vectors on each use."""
 
-    def trim_leaf(leaf: jax.Array) -> jax.Array:
-        threshold = thresholds.reshape((-1,) + (1,) * (leaf.ndim - 1))
-        keep = jnp.abs(leaf.astype(thresholds.dtype)) >= threshold
-        return jnp.where(keep, leaf, jnp.zeros_like(leaf))
+    def __init__(self, vectors: _TaskVectorLeaves, thresholds: jax.Array | None):
+        self.vectors = vectors
+        self.thresholds = thresholds
 
-    return jax.tree.map(trim_leaf, stacked)
+    def leaf(self, task: int, leaf: int) -> jax.Array:
+        tau = self.vectors.tau(task, leaf)
+        if self.thresholds is None:
+            return tau
+        keep = jnp.abs(tau.astype(self.thresholds.dtype)) >= self.thresholds[task]
+        return jnp.where(keep, tau, jnp.zeros_like(tau))
 
 
-def _elect_sign(stacked_trimmed: PyTree) -> PyTree:
-    signs = jax.tree.map(lambda leaf: jnp.sign(jnp.sum(leaf, axis=0)), stacked_trimmed)
+def _elect_sign(trimmed: _Trimmed) -> list[jax.Array]:
+    num_tasks = trimmed.vectors.num_tasks
+    signs = [
+        jnp.sign(functools.reduce(jnp.add, [trimmed.leaf(task, leaf) for task in range(num_tasks)]))
+        for leaf in range(trimmed.vectors.num_leaves)
+    ]
     # Zero sums take the majority sign of the whole flattened vector, as fusion-bench does.
-    sign_total = functools.reduce(jnp.add, [jnp.sum(sign) for sign in jax.tree.leaves(signs)])
-    majority = jnp.sign(sign_total)
-    return jax.tree.map(lambda sign: jnp.where(sign == 0, majority.astype(sign.dtype), sign), signs)
+    majority = jnp.sign(functools.reduce(jnp.add, [jnp.sum(sign) for sign in signs]))
+    return [jnp.where(sign == 0, majority.astype(sign.dtype), sign) for sign in signs]
 
 
-def _agreeing_entries(stacked_trimmed: PyTree, signs: PyTree) -> PyTree:
-    def select(leaf: jax.Array, sign: jax.Array) -> jax.Array:
-        agrees = jnp.where(sign[None] > 0, leaf > 0, leaf < 0)
-        return jnp.where(agrees, leaf, jnp.zeros_like(leaf))
-
-    return jax.tree.map(select, stacked_trimmed, signs)
+def _agreeing(trimmed: _Trimmed, signs: list[jax.Array], task: int, leaf: int) -> jax.Array:
+    value = trimmed.leaf(task, leaf)
+    agrees = jnp.where(signs[leaf] > 0, value > 0, value < 0)
+    return jnp.where(agrees, value, jnp.zeros_like(value))
 
 
-def _disjoint_merge(stacked_trimmed: PyTree, signs: PyTree, merge: str) -> PyTree:
-    selected = _agreeing_entries(stacked_trimmed, signs)
-
-    def aggregate(leaf: jax.Array, sign: jax.Array) -> jax.Array:
+def _disjoint_merge(trimmed: _Trimmed, signs: list[jax.Array], merge: str) -> list[jax.Array]:
+    merged = []
+    for leaf in range(trimmed.vectors.num_leaves):
+        selected = [_agreeing(trimmed, signs, task, leaf) for task in range(trimmed.vectors.num_tasks)]
         if merge == "sum":
-            return jnp.sum(leaf, axis=0)
-        if merge == "mean":
-            count = jnp.sum(leaf != 0, axis=0).astype(leaf.dtype)
-            return jnp.sum(leaf, axis=0) / jnp.maximum(count, 1)
-        return jnp.max(jnp.abs(leaf), axis=0) * sign
+            merged.append(functools.reduce(jnp.add, selected))
+        elif merge == "mean":
+            count = functools.reduce(jnp.add, [(value != 0).astype(value.dtype) for value in selected])
+            merged.append(functools.reduce(jnp.add, selected) / jnp.maximum(count, 1))
+        else:
+            largest = functools.reduce(jnp.maximum, [jnp.abs(value) for value in selected])
+            merged.append(largest * signs[leaf])
+    return merged
 
-    return jax.tree.map(aggregate, selected, signs)
+
+def _trimmed(models: list[PyTree], pretrained: PyTree | None, keep_fraction: float) -> _Trimmed:
+    vectors = _TaskVectorLeaves(models, pretrained)
+    return _Trimmed(vectors, _magnitude_thresholds(vectors, keep_fraction))
 
 
 @functools.partial(jax.jit, static_argnames=("keep_fraction",))
 def _trim_jit(vectors: list[PyTree], keep_fraction: float) -> list[PyTree]:
-    return _unstack(_trim(_stack(vectors), keep_fraction), len(vectors))
+    trimmed = _trimmed(vectors, None, keep_fraction)
+    return [trimmed.vectors.unflatten([trimmed.leaf(task, leaf) for leaf in range(trimmed.vectors.num_leaves)])
+            for task in range(trimmed.vectors.num_tasks)]
+
+
+@jax.jit
+def _elect_sign_jit(trimmed_vectors: list[PyTree]) -> PyTree:
+    trimmed = _Trimmed(_TaskVectorLeaves(trimmed_vectors, None), None)
+    return trimmed.vectors.unflatten(_elect_sign(trimmed))
+
+
+@functools.partial(jax.jit, static_argnames=("merge",))
+def _disjoint_merge_jit(trimmed_vectors: list[PyTree], signs: PyTree, merge: str) -> PyTree:
+    trimmed = _Trimmed(_TaskVectorLeaves(trimmed_vectors, None), None)
+    return trimmed.vectors.unflatten(_disjoint_merge(trimmed, jax.tree.leaves(signs), merge))
 
 
 @functools.partial(jax.jit, static_argnames=("keep_fraction", "merge"))
 def _ties_task_vector(vectors: list[PyTree], keep_fraction: float, merge: str) -> PyTree:
-    trimmed = _trim(_stack(vectors), keep_fraction)
-    return _disjoint_merge(trimmed, _elect_sign(trimmed), merge)
+    trimmed = _trimmed(vectors, None, keep_fraction)
+    return trimmed.vectors.unflatten(_disjoint_merge(trimmed, _elect_sign(trimmed), merge))
 
 
 @functools.partial(jax.jit, static_argnames=("keep_fraction",))
 def _selected_jit(vectors: list[PyTree], keep_fraction: float) -> list[PyTree]:
-    trimmed = _trim(_stack(vectors), keep_fraction)
-    return _unstack(_agreeing_entries(trimmed, _elect_sign(trimmed)), len(vectors))
+    trimmed = _trimmed(vectors, None, keep_fraction)
+    signs = _elect_sign(trimmed)
+    leaves = range(trimmed.vectors.num_leaves)
+    return [trimmed.vectors.unflatten([_agreeing(trimmed, signs, task, leaf) for leaf in leaves])
+            for task in range(trimmed.vectors.num_tasks)]
 
 
 def ties_trim(vectors: Sequence[PyTree], keep_fraction: float = 0.2) -> list[PyTree]:
     """Zero all but the top `keep_fraction` magnitudes of each task vector (step 1).
 
     The top fraction is taken over each task vector flattened across all its
-    leaves, not per leaf; see the module docstring for the exact tie rule.
+    leaves, not per leaf. The module docstring gives the exact tie rule.
     """
     checks.check_models(None, vectors)
     return _trim_jit(list(vectors), _check_keep_fraction(keep_fraction))
@@ -180,14 +229,14 @@ def ties_trim(vectors: Sequence[PyTree], keep_fraction: float = 0.2) -> list[PyT
 def ties_elect_sign(trimmed: Sequence[PyTree]) -> PyTree:
     """Return the elected sign gamma (+1 or -1 per entry; 0 only where every sum is 0) (step 2)."""
     checks.check_models(None, trimmed)
-    return jax.jit(_elect_sign)(_stack(trimmed))
+    return _elect_sign_jit(list(trimmed))
 
 
 def ties_disjoint_merge(trimmed: Sequence[PyTree], signs: PyTree, merge: str = "mean") -> PyTree:
     """Aggregate the entries of the trimmed task vectors that agree with `signs` (step 3)."""
     _check_merge(merge)
     checks.check_models(signs, trimmed)
-    return jax.jit(_disjoint_merge, static_argnums=2)(_stack(trimmed), signs, merge)
+    return _disjoint_merge_jit(list(trimmed), signs, merge)
 
 
 def ties_selected_task_vectors(vectors: Sequence[PyTree], keep_fraction: float = 0.2) -> list[PyTree]:
@@ -247,7 +296,6 @@ add_scaled_jit = jax.jit(add_scaled)
 def _ties_merging_jit(
     pretrained: PyTree, finetuned: list[PyTree], scaling: jax.Array, keep_fraction: float, merge: str
 ) -> PyTree:
-    vectors = [jax.tree.map(jnp.subtract, model, pretrained) for model in finetuned]
-    trimmed = _trim(_stack(vectors), keep_fraction)
-    merged_vector = _disjoint_merge(trimmed, _elect_sign(trimmed), merge)
+    trimmed = _trimmed(finetuned, pretrained, keep_fraction)
+    merged_vector = trimmed.vectors.unflatten(_disjoint_merge(trimmed, _elect_sign(trimmed), merge))
     return add_scaled(pretrained, merged_vector, scaling)
