@@ -269,6 +269,6 @@ class BertModel(nn.Module):
                           pooler_output=pooled)
 
     def init_params(self, key: jax.Array, tokens: int = 8) -> dict:
-        """Initialise random parameters (the {"params": ...} collection's contents) under jit."""
+        """Initialise random parameters (the {"params": ...} collection's contents)."""
         input_ids = jnp.zeros((1, tokens), jnp.int32)
-        return jax.jit(lambda key: self.init(key, input_ids)["params"])(key)
+        return self.init(key, input_ids)["params"]

@@ -281,8 +281,7 @@ class CLIPVisionModel(nn.Module):
                                 pooler_output=pooled, image_embeds=image_embeds)
 
     def init_params(self, key: jax.Array) -> dict:
-        """Initialise random parameters (the {"params": ...} collection's contents) under jit."""
+        """Initialise random parameters (the {"params": ...} collection's contents)."""
         config = self.config
         pixels = jnp.zeros((1, config.image_size, config.image_size, config.num_channels), jnp.float32)
-        # One compiled program instead of one dispatch per initializer call.
-        return jax.jit(lambda key: self.init(key, pixels)["params"])(key)
+        return self.init(key, pixels)["params"]
