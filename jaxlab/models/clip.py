@@ -6,9 +6,8 @@ parameters of `vision_model.encoder.layers.3.mlp.fc1.weight` sit at
 (see `jaxlab.models.hf` for the naming rules and the conversion).
 
 Images are NHWC float arrays, [batch, image_size, image_size, num_channels],
-already normalised the way the checkpoint expects (for OpenAI CLIP: RGB in
-[0, 1] minus mean (0.4815, 0.4578, 0.4082), divided by std (0.2686, 0.2613,
-0.2758)).
+already normalised the way the checkpoint expects; `normalize_pixels` does
+this for OpenAI CLIP.
 
 Extension points: every encoder layer builds its MLP with `mlp_factory` and,
 when `hook_factory` is given, applies a hook module to its output. Both
@@ -91,6 +90,22 @@ VIT_L_14 = CLIPVisionConfig(patch_size=14, hidden_size=1024, intermediate_size=4
 # Tests and smoke runs: 16 patches of 8x8 pixels, two layers, width 32.
 TINY = CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
                         num_hidden_layers=2, num_attention_heads=4, projection_dim=16)
+
+
+# Per-channel RGB statistics of OpenAI CLIP's training images, as in
+# transformers' CLIPImageProcessor (image_mean, image_std).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def normalize_pixels(images: jax.Array) -> jax.Array:
+    """Map uint8 RGB images [..., 3] in 0..255 to the float32 model input.
+
+    Equals CLIPImageProcessor's rescale (1/255) and normalisation. Resizing
+    and center cropping to image_size are left to the input pipeline.
+    """
+    images = jnp.asarray(images, jnp.float32) / 255.0
+    return (images - jnp.asarray(CLIP_MEAN)) / jnp.asarray(CLIP_STD)
 
 
 @flax.struct.dataclass

@@ -193,3 +193,14 @@ def test_full_size_layouts_match_transformers(config):
 
     assert sorted(actual) == sorted(expected)
     assert actual == expected
+
+
+def test_normalize_pixels_matches_image_processor():
+    processor = transformers.CLIPImageProcessor()
+    image = np.random.default_rng(0).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    expected = processor(images=[image], do_resize=False, do_center_crop=False,
+                         return_tensors="np")["pixel_values"]
+
+    actual = clip.normalize_pixels(image[None])
+
+    np.testing.assert_allclose(np.asarray(actual), expected.transpose(0, 2, 3, 1), rtol=0, atol=1e-6)
