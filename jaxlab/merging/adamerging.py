@@ -12,10 +12,12 @@ the state, `step(state, batches)` does one Adam update and `merge(state)`
 builds the merged parameters. `fit` runs `step` in a `lax.scan`. AdaMerging++
 is the same on Ties-selected task vectors (`ties_keep_fraction`).
 
-Defaults follow the AdaMerging reference code: coefficients start at 0.3, Adam
-with learning rate 1e-3, and coefficients clamped to [0, 1] where they are used
-(the raw values are what Adam updates). fusion-bench 0.2.33's CLIP config
-turns clamping off (`clamp_weights: false`), which `clamp=False` reproduces.
+Defaults follow fusion-bench 0.2.33: coefficients start at 0.3 and Adam has
+learning rate 1e-3 (`config/method/adamerging/clip.yaml`), and coefficients are
+clamped to [0, 1] where they are used, while Adam updates the raw values (the
+`clamp_weights=True` default of `LayerWiseMergedModel`). fusion-bench's CLIP
+config turns clamping off (`clamp_weights: false`), which `clamp=False`
+reproduces.
 """
 
 from __future__ import annotations
@@ -94,13 +96,13 @@ def adamerging(
             task `task` (a Python int; use it to pick the task's head).
         granularity: "task" for one coefficient per task, "layer" for one per
             task and parameter leaf.
-        init_value: initial coefficient (0.3 in the AdaMerging code and fusion-bench).
+        init_value: initial coefficient (0.3 in fusion-bench's `adamerging/clip.yaml`).
         optimizer: an optax optimizer for the coefficients; Adam with learning
             rate 1e-3 by default.
-        clamp: use clip(lambda, 0, 1) in the merge, as the AdaMerging code does.
-        ties_keep_fraction: for AdaMerging++, the Ties keep fraction (0.2 in the
-            AdaMerging++ code); the task vectors are replaced by their
-            Ties-selected entries (`ties_selected_task_vectors`).
+        clamp: use clip(lambda, 0, 1) in the merge (fusion-bench's `clamp_weights`).
+        ties_keep_fraction: for AdaMerging++, the Ties keep fraction (e.g. 0.2).
+            The task vectors are replaced by their Ties-selected entries
+            (`ties_selected_task_vectors`).
     """
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity={granularity!r} is invalid; use one of {GRANULARITIES}.")

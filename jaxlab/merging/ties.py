@@ -10,7 +10,7 @@ The steps follow fusion-bench 0.2.33 (`method/ties_merging/ties_merging_utils.py
    take the majority sign, sign(sum of gamma over all entries of the tree).
 3. Disjoint merge over the entries whose sign agrees with gamma: their mean
    ("mean", the paper's rule, zeros not counted), their sum ("sum",
-   fusion-bench's default and the AdaMerging code's "dis-sum") or the largest
+   fusion-bench's default, which also accepts the spelling "dis-sum") or the largest
    magnitude with sign gamma ("max").
 
 The magnitude threshold is found by bisection on the bit patterns of |tau|
@@ -243,8 +243,8 @@ def ties_selected_task_vectors(vectors: Sequence[PyTree], keep_fraction: float =
     """Return each task vector trimmed and restricted to entries that agree with the elected sign.
 
     Summing the result over tasks gives the "sum" Ties merge. AdaMerging++
-    learns coefficients for these vectors (the AdaMerging reference code's
-    `ties_merging_split`).
+    learns coefficients for these vectors. fusion-bench's `ties_merging_split`
+    returns the same selected entries.
     """
     checks.check_models(None, vectors)
     return _selected_jit(list(vectors), _check_keep_fraction(keep_fraction))
