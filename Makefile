@@ -28,7 +28,7 @@ PYTEST_ARGS ?= -m "not slow"
 # Peer comparisons (benchmarks/polar_sionna.py) need a separate venv; docs/benchmarks.md shows how.
 BENCHMARKS ?= benchmarks/polar_reference_bler.py
 
-.PHONY: install demo test bench
+.PHONY: install wordnet demo test bench
 
 $(PYTHON):
 	$(PYTHON_SYSTEM) -m venv $(VENV) || { \
@@ -39,7 +39,22 @@ $(INSTALL_STAMP): setup.cfg pyproject.toml | $(PYTHON)
 	$(PYTHON) -m pip install --quiet -e '.[test,marl]'
 	touch $@
 
-install: $(INSTALL_STAMP)
+# WordNet's database files feed the offline text suite (jaxlab.data.text). They
+# come from Debian's wordnet-base package; without root or apt-get the text
+# tests skip and say so.
+WORDNET_DIR ?= /usr/share/wordnet
+wordnet:
+	@if [ ! -f $(WORDNET_DIR)/data.noun ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y -q wordnet-base >/dev/null || \
+	      { apt-get update -q >/dev/null && apt-get install -y -q wordnet-base >/dev/null; } || \
+	      echo "warning: could not install wordnet-base; the WordNet text tests will skip" >&2; \
+	  else \
+	    echo "note: $(WORDNET_DIR)/data.noun not found; install Debian's wordnet-base (or set WNSEARCHDIR) for the WordNet text tests" >&2; \
+	  fi; \
+	fi
+
+install: $(INSTALL_STAMP) wordnet
 
 demo: $(INSTALL_STAMP)
 	@if [ -z "$(DEMO_CONFIG)" ]; then \
@@ -48,7 +63,7 @@ demo: $(INSTALL_STAMP)
 	@echo "Results of the $(METHOD) demo are in $(DEMO_WORKDIR)/ (results.json holds the summary):"
 	@ls $(DEMO_WORKDIR)
 
-test: $(INSTALL_STAMP)
+test: $(INSTALL_STAMP) wordnet
 	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(PYTHON) -m pytest -n 2 $(PYTEST_ARGS) tests
 
 bench: $(INSTALL_STAMP)

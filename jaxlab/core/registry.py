@@ -110,3 +110,4 @@ register("polar_awgn_bler", run="jaxlab.polar.experiment:run", validate="jaxlab.
 register("polar_product_code", run="jaxlab.polar.product_experiment:run",
          validate="jaxlab.polar.product_experiment:validate")
 register("vne_baselines", run="jaxlab.vne.experiment:run", validate="jaxlab.vne.experiment:validate")
+register("zo_finetune", run="jaxlab.zo.experiment:run", validate="jaxlab.zo.experiment:validate")

@@ -1,0 +1,87 @@
+"""End-to-end tests of the zo_finetune experiment on a random tiny BERT: outputs, resume and validation."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from jaxlab.core import config as config_lib
+from jaxlab.core import registry
+from jaxlab.data import text as text_lib
+from jaxlab.zo import experiment
+
+CONFIG_PATH = Path(__file__).resolve().parents[2] / "configs" / "zo" / "finetune.py"
+
+pytestmark = pytest.mark.skipif(not (text_lib.wordnet_dir() / "data.noun").is_file(),
+                                reason="WordNet database files not found; install Debian's wordnet-base")
+
+
+def _tiny_config(optimizer="lezo"):
+    config = config_lib.load_config_file(CONFIG_PATH, "quick")
+    config.optimizer.name = optimizer
+    config.task.name = "adjective_vs_adverb"
+    config.num_steps = 12
+    config.eval_every = 6
+    config.checkpoint_every = 6
+    return config
+
+
+@pytest.fixture(autouse=True)
+def _data_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("JAXLAB_DATA", str(tmp_path_factory.getbasetemp() / "jaxlab_data"))
+
+
+def test_every_variant_validates():
+    for variant in ("", "mezo", "sparse_mezo", "adamw", "quick"):
+        experiment.validate(config_lib.load_config_file(CONFIG_PATH, variant))
+    assert registry.get_experiment("zo_finetune").run is experiment.run
+
+
+@pytest.mark.parametrize("field,value", [
+    ("optimizer.name", "sgd"),
+    ("optimizer.active_fraction", 0.0),
+    ("optimizer.epsilon", -1e-3),
+    ("task.name", "sst2"),
+    ("batch_size", 10_000),
+    ("model.max_length", 1),
+])
+def test_validate_rejects_bad_values(field, value):
+    config = _tiny_config()
+    parent, _, leaf = field.rpartition(".")
+    setattr(config_lib.get_field(config, parent) if parent else config, leaf, value)
+    with pytest.raises(config_lib.ConfigError, match=field.replace(".", r"\.")):
+        experiment.validate(config)
+
+
+@pytest.mark.parametrize("optimizer", ["lezo", "adamw"])
+def test_resumed_run_equals_uninterrupted_run(tmp_path, optimizer):
+    config = _tiny_config(optimizer)
+    experiment.validate(config)
+    reference = experiment.run(config, str(tmp_path / "reference"))
+    assert reference["forward_passes"] == 24
+    assert reference["accuracy_curve"]["step"] == [6, 12]
+    assert 0.0 <= reference["final_test_accuracy"] <= 1.0
+
+    # Stop after the first checkpoint, then run again to the end in the same workdir.
+    interrupted = tmp_path / "interrupted"
+    config.num_steps = 6
+    experiment.run(config, str(interrupted))
+    config.num_steps = 12
+    resumed = experiment.run(config, str(interrupted))
+
+    keys = ("final_test_accuracy", "accuracy_curve", "initial_test_accuracy", "trainable_parameters")
+    assert {k: resumed[k] for k in keys} == {k: reference[k] for k in keys}
+    metric_steps = [json.loads(line)["step"] for line in (interrupted / "metrics.jsonl").read_text().splitlines()]
+    assert metric_steps == list(range(1, 13))
+
+
+def test_frozen_pattern_splits_and_merges():
+    from jaxlab.zo import classifier
+
+    params = {"encoder": {"embeddings": {"word": 1.0}, "encoder": {"layer_0": {"w": 2.0}}}, "head": {"b": 3.0}}
+    trainable, frozen = classifier.split_trainable(params, "embeddings")
+    assert frozen == {"encoder": {"embeddings": {"word": 1.0}}}
+    assert trainable == {"encoder": {"encoder": {"layer_0": {"w": 2.0}}}, "head": {"b": 3.0}}
+    assert classifier.merge_trainable(trainable, frozen) == params
+    with pytest.raises(ValueError, match="freezes every parameter"):
+        classifier.split_trainable(params, ".")
