@@ -12,7 +12,7 @@ by commas: `wo_ha` (no heterogeneous mapping and imaginary edges), `wo_pc` (no p
 
 The default variant is CONAL's reference setting: 50 epochs of 1000 requests on WX100 at rate 0.14,
 hidden size 128, then five test traces of 1000 requests per topology. `cpu` trains a smaller network
-(hidden 64) on 12,000 requests, sized to finish within an hour on 2 CPU cores; `quick` trains hidden 16
+(hidden 32) on 6,000 requests, sized to finish within an hour on 2 CPU cores; `quick` trains hidden 16
 on 600 requests and evaluates 200 requests on WX100 and GEANT, a few minutes on 2 cores (most of it
 compilation). Measured runtimes and results are in docs/conal.md.
 """
@@ -92,13 +92,15 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         raise ValueError(f"unknown size {size!r} in variant {variant!r} of configs/vne/conal.py; expected one of "
                          f"{SIZES} followed by optional ablations {ABLATIONS}, e.g. 'cpu,wo_reach'")
     if size == "cpu":
-        config.model.hidden = 64
-        config.train.epochs = 12
+        config.model.hidden = 32
+        config.train.epochs = 6
         config.train.num_envs = 8
-        config.train.rollout_steps = 32
+        config.train.rollout_steps = 16
+        config.train.num_minibatches = 4
         config.train.minibatch_size = 64
-        config.train.contrast_states = 8
-        config.train.num_minibatches = 8
+        config.train.contrast_states = 4
+        config.train.greedy_capacity = 48
+        config.train.greedy_sync_every = 20
     elif size == "quick":
         config.model.hidden = 16
         config.model.num_layers = 2

@@ -104,8 +104,14 @@ class Outputs(NamedTuple):
     multiplier: jax.Array
 
 
-def _mlp(hidden: int, name: str) -> nn.Sequential:
-    return nn.Sequential([nn.Dense(hidden, name=f"{name}_hidden"), nn.leaky_relu, nn.Dense(1, name=f"{name}_out")])
+class MLP(nn.Module):
+    """Dense(hidden) -> LeakyReLU -> Dense(1)."""
+
+    hidden: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return nn.Dense(1, name="out")(nn.leaky_relu(nn.Dense(self.hidden, name="hidden")(x)))
 
 
 class ConalNetwork(nn.Module):
@@ -121,10 +127,10 @@ class ConalNetwork(nn.Module):
 
     def setup(self):
         self.encoder = HeteroGATEncoder(self.hidden, self.num_layers)
-        self.actor = _mlp(self.hidden, "actor")
-        self.critic = _mlp(self.hidden, "critic")
-        self.cost_critic = _mlp(self.hidden, "cost_critic")
-        self.multiplier_head = _mlp(self.hidden, "multiplier")
+        self.actor = MLP(self.hidden)
+        self.critic = MLP(self.hidden)
+        self.cost_critic = MLP(self.hidden)
+        self.multiplier_head = MLP(self.hidden)
 
     def __call__(self, graph: jraph.GraphsTuple, num_substrate: int, current: jax.Array,
                  virtual_real: jax.Array) -> Outputs:
