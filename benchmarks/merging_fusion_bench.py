@@ -50,7 +50,7 @@ import subprocess
 import sys
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from absl import app
@@ -349,16 +349,18 @@ def vit_b32_shapes() -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _random_state_dicts(num_experts: int, seed: int) -> list[dict[str, np.ndarray]]:
-    """Return a pretrained state dict and `num_experts` fine-tuned ones (pretrained + small noise), float32."""
+def _random_state_dicts(num_experts: int, seed: int) -> Iterator[dict[str, np.ndarray]]:
+    """Yield a pretrained state dict, then `num_experts` fine-tuned ones (pretrained + small noise), float32.
+
+    A generator, so that a caller converting each model to another array type holds one numpy copy at a time.
+    """
     rng = np.random.default_rng(seed)
     shapes = vit_b32_shapes()
     pretrained = {name: rng.standard_normal(shape, dtype=np.float32) * 0.02 for name, shape in shapes.items()}
-    experts = []
+    yield pretrained
     for _ in range(num_experts):
-        experts.append({name: value + rng.standard_normal(value.shape, dtype=np.float32) * 1e-3
-                        for name, value in pretrained.items()})
-    return [pretrained, *experts]
+        yield {name: value + rng.standard_normal(value.shape, dtype=np.float32) * 1e-3
+               for name, value in pretrained.items()}
 
 
 def _torch_module(state_dict: dict[str, np.ndarray]):
@@ -378,13 +380,14 @@ def _torch_module(state_dict: dict[str, np.ndarray]):
     return root
 
 
-def _fusion_bench_job(method: str, models: list[dict[str, np.ndarray]]) -> Callable[[], Any]:
+def _fusion_bench_job(method: str, models: Iterator[dict[str, np.ndarray]]) -> Callable[[], Any]:
     from fusion_bench.method.dare.task_arithmetic import DareTaskArithmetic
     from fusion_bench.method.simple_average import SimpleAverageAlgorithm
     from fusion_bench.method.task_arithmetic.task_arithmetic import TaskArithmeticAlgorithm
     from fusion_bench.method.ties_merging.ties_merging import TiesMergingAlgorithm
     from fusion_bench.modelpool import BaseModelPool
 
+    # torch.from_numpy shares the numpy memory, so the modules add no copy.
     modules = [_torch_module(state_dict) for state_dict in models]
     pool = BaseModelPool({"_pretrained_": modules[0], **{f"expert_{i}": m for i, m in enumerate(modules[1:])}})
     algorithm = {
@@ -398,14 +401,14 @@ def _fusion_bench_job(method: str, models: list[dict[str, np.ndarray]]) -> Calla
     return lambda: algorithm.run(pool)
 
 
-def _jaxlab_job(method: str, models: list[dict[str, np.ndarray]]) -> Callable[[], Any]:
+def _jaxlab_job(method: str, models: Iterator[dict[str, np.ndarray]]) -> Callable[[], Any]:
     import jax
     import jax.numpy as jnp
 
     from jaxlab import merging
 
+    # One model at a time: its numpy arrays are freed once the JAX copy exists.
     trees = [jax.tree.map(jnp.asarray, state_dict_to_tree_numpy(state_dict)) for state_dict in models]
-    models.clear()
     pretrained, experts = trees[0], trees[1:]
     key = jax.random.key(0)
     run = {
@@ -434,7 +437,6 @@ def run_timing_job(spec: str, num_experts: int, repeats: int, seed: int) -> dict
     library, method = spec.split(":")
     models = _random_state_dicts(num_experts, seed)
     job = (_fusion_bench_job if library == "fusion_bench" else _jaxlab_job)(method, models)
-    del models
     result: dict[str, Any] = {"library": library, "method": method}
     if library == "jaxlab":
         start = time.perf_counter()
