@@ -1,0 +1,75 @@
+"""CONAL against PPO-GAT, GRC and NRM on WX100 (rate 0.14), and the WX100 model on GEANT and BRAIN.
+
+  python benchmarks/vne_conal_main.py --size=cpu --workdir=runs/vne_conal_bench --output=docs/conal.md
+
+Trains `configs/vne/conal.py:<size>` and `<size>,ppo_gat` (each resumable in its own workdir below
+--workdir), evaluates both strictly on the test traces of every topology and writes one table into the
+section "Results (<size>)" of --output, with the acceptance checks: CONAL accepts at least 10 points more
+than GRC on WX100, never breaks a capacity at inference, and accepts at least as much as PPO-GAT.
+"""
+
+import os
+import sys
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(__file__))
+import vne_conal_common as common  # noqa: E402
+
+_SIZE = flags.DEFINE_enum("size", "", ["", "cpu", "quick"], "Config size: '' (default, accelerator), cpu or quick.")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/vne_conal_bench", "Root of the run directories.")
+_OUTPUT = flags.DEFINE_string("output", "docs/conal.md", "Markdown file whose section is replaced.")
+
+
+def main(argv):
+    del argv
+    size = _SIZE.value
+    runs = {}
+    for method in ("conal", "ppo_gat"):
+        variant = size if method == "conal" else ",".join(filter(None, [size, "ppo_gat"]))
+        runs[method] = common.run_variant(variant, os.path.join(_WORKDIR.value, f"{size or 'default'}_{method}"))
+
+    conal, ppo = runs["conal"], runs["ppo_gat"]
+    rows = [record for record in conal["records"]]
+    rows += [record for record in ppo["records"] if record["solver"] == "ppo_gat"]
+    rows.sort(key=lambda r: (r["topology"] != "wx100", r["topology"], r["solver"]))
+    lines = ["| topology | rate | solver | acceptance (%) | LRC | LAR | R2C | ms per request | violations |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['topology']} | {r['arrival_rate']:g} | {r['solver']} | {common.cell(r, 'acceptance_rate', 100)}"
+                     f" | {common.cell(r, 'lrc', digits=3)} | {common.cell(r, 'lar', digits=0)}"
+                     f" | {common.cell(r, 'r2c', digits=3)} | {r['solve_time_ms']:.2f} | {r['violations']} |")
+
+    def find(records, topology, solver):
+        return next(r for r in records if r["topology"] == topology and r["solver"] == solver)
+
+    conal_wx = find(conal["records"], "wx100", conal["variant"])
+    grc_wx = find(conal["records"], "wx100", "grc_rank")
+    ppo_wx = find(ppo["records"], "wx100", "ppo_gat")
+    margin = 100 * (conal_wx["acceptance_rate"] - grc_wx["acceptance_rate"])
+    violations = sum(r["violations"] for r in conal["records"])
+    checks = [
+        f"- CONAL - GRC acceptance on WX100: {margin:+.1f} points (target >= +10): {'met' if margin >= 10 else 'NOT met'}",
+        f"- Capacity violations of CONAL at inference over all traces: {violations} (target 0)",
+        f"- CONAL - PPO-GAT acceptance on WX100: {100 * (conal_wx['acceptance_rate'] - ppo_wx['acceptance_rate']):+.1f}"
+        f" points (target >= 0): {'met' if conal_wx['acceptance_rate'] >= ppo_wx['acceptance_rate'] else 'NOT met'}",
+    ]
+    training = conal["training"]
+    body = "\n".join([
+        common.header(f"python benchmarks/vne_conal_main.py --size={size} --workdir={_WORKDIR.value} "
+                      f"--output={_OUTPUT.value}"),
+        f"Training (CONAL): {training['updates']} updates, {training['requests']} requests, {training['env_steps']} "
+        f"environment steps on {conal['train_topology']} at rate {conal['train_arrival_rate']:g}. Mean ± standard "
+        f"error over {conal_wx['traces']} test traces of each topology; ms per request is the wall time of one "
+        "trace's simulation divided by its requests (compilation excluded).",
+        "",
+        *lines,
+        "",
+        *checks,
+    ])
+    common.write_section(_OUTPUT.value, f"Results ({size or 'default'})", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    app.run(main)
