@@ -3,8 +3,8 @@
   python benchmarks/vne_conal_ablation.py --size=cpu --workdir=runs/vne_conal_bench --output=docs/conal.md
 
 Trains and evaluates `configs/vne/conal.py:<size>[,ablation]` for the full method, wo_ha, wo_pc,
-wo_ha+wo_pc, wo_reach and wo_arb (each resumable in its own workdir; the full run is shared with
-vne_conal_main.py) and writes the section "Ablations (<size>)" of --output.
+wo_ha+wo_pc, wo_reach and wo_arb, each resumable in its own workdir. The full run is shared with
+vne_conal_main.py. The table goes into the section "Ablations (<size>)" of --output.
 """
 
 import os

@@ -40,7 +40,7 @@ def run_variant(variant: str, workdir: str) -> dict:
         with open(config_path) as f:
             saved = json.load(f)
         if saved != wanted:
-            raise ValueError(f"{workdir} holds a run of another config; use a new --workdir for variant {variant!r}")
+            raise ValueError(f"{workdir} contains a run of another config; use a new --workdir for variant {variant!r}")
     else:
         with open(config_path, "w") as f:
             json.dump(wanted, f, indent=2, sort_keys=True)

@@ -3,9 +3,9 @@
   python benchmarks/vne_conal_main.py --size=cpu --workdir=runs/vne_conal_bench --output=docs/conal.md
 
 Trains `configs/vne/conal.py:<size>` and `<size>,ppo_gat` (each resumable in its own workdir below
---workdir), evaluates both strictly on the test traces of every topology and writes one table into the
-section "Results (<size>)" of --output, with the acceptance checks: CONAL accepts at least 10 points more
-than GRC on WX100, never breaks a capacity at inference, and accepts at least as much as PPO-GAT.
+--workdir) and evaluates both strictly on the test traces of every topology. One table goes into the
+section "Results (<size>)" of --output, followed by the acceptance checks. CONAL should accept at least 10
+points more than GRC on WX100, never break a capacity at inference, and accept at least as much as PPO-GAT.
 """
 
 import os

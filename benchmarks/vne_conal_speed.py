@@ -2,9 +2,9 @@
 
   python benchmarks/vne_conal_speed.py --size=cpu --updates=20 --output=docs/conal.md
 
-Times `--updates` training updates of `configs/vne/conal.py:<size>` on WX100 after one compiling update,
-and the strict simulation of one test trace per solver (CONAL with the parameters of the latest
-checkpoint in --checkpoints when given, else freshly initialised ones; GRC and NRM). Inference time is the
+Times `--updates` training updates of `configs/vne/conal.py:<size>` on WX100 after one compiling update.
+Then times the strict simulation of one test trace per solver: CONAL (with the latest checkpoint in
+--checkpoints when given, else freshly initialised parameters), GRC and NRM. Inference time is the
 wall time of the trace's jitted simulation divided by its requests, compilation excluded. Writes the
 section "Speed (<size>)" of --output.
 """

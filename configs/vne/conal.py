@@ -5,8 +5,8 @@ Run:
   python -m launch.main --config=configs/vne/conal.py:cpu --workdir=runs/vne_conal_cpu     # 2 CPU cores
   python -m launch.main --config=configs/vne/conal.py:quick --workdir=runs/vne_conal_quick
 
-A variant is a size (empty for the default, `cpu` or `quick`) optionally followed by ablations, separated
-by commas: `wo_ha` (no heterogeneous mapping and imaginary edges), `wo_pc` (no path-bandwidth contrast),
+A variant is a size (empty for the default, `cpu` or `quick`). Ablations may follow, separated by
+commas: `wo_ha` (no heterogeneous mapping and imaginary edges), `wo_pc` (no path-bandwidth contrast),
 `wo_reach` (cumulative instead of reachability cost), `wo_arb` (no adaptive reachability budget), or
 `ppo_gat` (plain PPO with the same encoder, strict training, no cost). Example: `conal.py:cpu,wo_reach`.
 

@@ -17,7 +17,7 @@ cost 0, which is what inference and the PPO-GAT baseline use.
 `Stream` runs one online simulation per environment for training: requests drawn from the request
 distribution arrive with integer Poisson gaps, stay for exponential lifetimes, and each finished episode
 advances the clock to the next arrival, releasing the requests that departed. An embedding with a
-violation is never kept on the substrate: the online state only ever holds feasible embeddings.
+violation is never kept on the substrate, so the online state only contains feasible embeddings.
 """
 
 from __future__ import annotations
@@ -206,8 +206,14 @@ class Stream(NamedTuple):
 
 
 class StepInfo(NamedTuple):
-    """What one stream step reports, all scalars: reward, cost, done, accepted (kept feasible embedding),
-    violated (finished an embedding with a violation)."""
+    """Scalar outcome of one stream step.
+
+    Attributes:
+        reward, cost: float32 [], the step's reward and cost.
+        done: bool [], whether the episode ended with this step.
+        accepted: bool [], whether the finished embedding was feasible and kept.
+        violated: bool [], whether the finished embedding broke a bandwidth capacity.
+    """
 
     reward: jax.Array
     cost: jax.Array

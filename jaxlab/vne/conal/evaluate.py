@@ -1,9 +1,9 @@
 """Strict online evaluation of a trained CONAL policy on request traces.
 
 The event loop is that of `jaxlab.vne.simulation` (arrivals and departures in time order, one `lax.scan`),
-with the learned policy in place of a ranking heuristic: each arrival is one strict episode with greedy
-actions (`jaxlab.vne.env.step`), so an accepted request never exceeds a capacity and a request whose link
-finds no fitting path is rejected with its resources untouched.
+with the learned policy in place of a ranking heuristic. Each arrival is one strict episode with greedy
+actions (`jaxlab.vne.env.step`). An accepted request therefore never exceeds a capacity, and a request with
+a link that fits on no candidate path is rejected with its resources untouched.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The constraint-aware heterogeneous graph of a VNE state, as a padded `jraph.GraphsTuple`.
 
-One graph holds the N substrate nodes (indices 0..N-1), the V virtual node slots of the request (N..N+V-1)
+One graph contains the N substrate nodes (indices 0..N-1), the V virtual node slots of the request (N..N+V-1)
 and one padding node (N+V), with six relations:
 
 - PHYSICAL: substrate links, both directions; edge feature = free bandwidth.
@@ -227,8 +227,8 @@ def sample_augmentation(key: jax.Array, substrate: embedding_lib.SubstrateArrays
     """Draw the extra edges of one contrastive view of `state`.
 
     Virtual side: min(n, number of virtual links) non-adjacent pairs of real virtual nodes, chosen
-    uniformly, get a zero-bandwidth link. Substrate side: N uniformly drawn node pairs; those that are
-    already linked are dropped, and the rest get a link whose bandwidth is just below the smallest demand
+    uniformly, get a zero-bandwidth link. Substrate side: N node pairs are drawn uniformly and those that
+    are already linked are dropped. The rest get a link whose bandwidth is just below the smallest demand
     not yet routed (see `build_graph`).
     """
     request = state.request

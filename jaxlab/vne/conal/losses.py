@@ -31,7 +31,7 @@ def reward_advantages(rewards: jax.Array, values: jax.Array, dones: jax.Array, l
 def reachability_returns(costs: jax.Array, dones: jax.Array, last_value: jax.Array) -> jax.Array:
     """Reachability cost return C_t = max(c_t, C_{t+1}) within an episode, C_t = c_t at its last step.
 
-    The largest future cost (a Hamilton-Jacobi reachability target, without discount) says whether the
+    The largest future cost (a Hamilton-Jacobi reachability target, without discount) tells whether the
     episode will ever violate a constraint from step t on. `last_value` stands for C_T of the episode
     still running after the last step. Shapes: costs and dones [T, ...], last_value [...].
     """

@@ -3,8 +3,8 @@
 Each encoder layer runs one graph attention convolution (GAT, Velickovic et al. 2018, with the edge
 attention term of GATv1 as PyTorch Geometric's `GATConv` adds it for an edge feature) per relation and sums
 the relations, as a heterogeneous convolution does. The value, cost and multiplier heads read pooled
-embeddings (mean and max over substrate nodes, the current virtual node, the mean over virtual nodes), so
-no parameter depends on the substrate size and one model runs on substrates of any size.
+embeddings: mean and max over substrate nodes, the current virtual node and the mean over virtual nodes.
+No parameter depends on the substrate size, so one model runs on substrates of any size.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class RelationalGATLayer(nn.Module):
         e_ij = LeakyReLU_0.2(a_src_r . W_r h_j + a_dst_r . W_r h_i + c_r b),
         alpha_ij = softmax of e_ij over the edges of relation r into i,
         out_i = W_root h_i + bias + sum_r sum_j alpha_ij W_r h_j.
-    The root weight stands in for GATConv's self-loops, so a node without incoming edges of a relation
+    The root weight replaces GATConv's self-loops, so a node without incoming edges of a relation
     keeps its own features. Padding edges join the padding node to itself, so they reach no real node.
 
     Attributes:

@@ -1,8 +1,8 @@
 """Reachability-guided Lagrangian PPO for CONAL, with the whole update (rollout included) under one `jit`.
 
 One update collects `rollout_steps` steps from each of `num_envs` vmapped online streams (`lax.scan`),
-estimates reward advantages and reachability cost returns, asks a greedy copy of the policy which episode
-starts it can solve feasibly (the adaptive reachability budget), and then takes `num_minibatches` PPO steps
+estimates reward advantages and reachability cost returns, and checks with a greedy copy of the policy
+which episode starts it can solve feasibly (the adaptive reachability budget). It then takes `num_minibatches` PPO steps
 on minibatches drawn with replacement, one contrastive step per minibatch and one multiplier step.
 
 Losses, for a minibatch of states s with action a, probability ratio rho and normalised advantages A_r, A_c:

@@ -34,7 +34,10 @@ def test_variant_flags_and_names():
     assert not ppo.stream.tolerant
     assert not ppo.path_contrast
     full = experiment.train_config(get_config(""))
-    assert full.constrained and full.stream.tolerant and full.adaptive_budget and full.reachability
+    assert full.constrained
+    assert full.stream.tolerant
+    assert full.adaptive_budget
+    assert full.reachability
     assert full.hidden == 128
     assert full.num_layers == 3
 
