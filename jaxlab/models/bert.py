@@ -5,10 +5,16 @@ The module tree mirrors `transformers.BertModel`: the parameters of
 `params["encoder"]["layer_2"]["attention"]["self"]["query"]["kernel"]`
 (see `jaxlab.models.hf` for the naming rules and the conversion).
 
-Extension point: with `hook_factory` given, every layer applies
-`hook(layer_output, layer_input)` to its output. The factory is called as
-`hook_factory(config, layer_index)`, and the hook's parameters live under the
-layer's `output_hook` entry.
+Extension points, both called as `factory(config, layer_index)` and
+returning an unbound Flax module:
+
+* `hook_factory`: every layer applies `hook(layer_output, layer_input)` to
+  its output; the hook's parameters live under the layer's `output_hook`.
+* `mlp_factory`: the module replaces intermediate.dense, the activation and
+  output.dense. It maps the attention block's output [batch, tokens, hidden]
+  to the same shape, before dropout, the residual sum and output.LayerNorm.
+  Its parameters live under the layer's `mlp` entry, and the layer keeps
+  `output.LayerNorm` but has no `intermediate` or `output.dense`.
 """
 
 from __future__ import annotations
@@ -87,9 +93,11 @@ class BertOutput:
     pooler_output: Optional[jax.Array]
 
 
-# hook_factory(config, layer_index) -> unbound module called as
-# hook(layer_output, layer_input), returning the new layer output.
+# factory(config, layer_index) -> unbound module. A hook module is called as
+# hook(layer_output, layer_input) and returns the new layer output; an MLP
+# module maps [batch, tokens, hidden] to the same shape.
 HookFactory = Callable[[BertConfig, int], nn.Module]
+MLPFactory = Callable[[BertConfig, int], nn.Module]
 
 
 def layer_norm(eps: float, name: Optional[str] = None) -> nn.LayerNorm:
@@ -139,13 +147,19 @@ class BertSelfAttention(nn.Module):
 
 
 class BertResidualOutput(nn.Module):
-    """dense -> dropout -> LayerNorm(x + residual); HF's BertSelfOutput and BertOutput."""
+    """dense -> dropout -> LayerNorm(x + residual); HF's BertSelfOutput and BertOutput.
+
+    With `with_dense=False` the input goes straight to dropout, for layers
+    whose MLP module replaces the dense projection.
+    """
 
     config: BertConfig
+    with_dense: bool = True
 
     @nn.compact
     def __call__(self, hidden_states, residual, deterministic: bool) -> jax.Array:
-        hidden_states = nn.Dense(self.config.hidden_size, name="dense")(hidden_states)
+        if self.with_dense:
+            hidden_states = nn.Dense(self.config.hidden_size, name="dense")(hidden_states)
         hidden_states = nn.Dropout(self.config.hidden_dropout_prob)(hidden_states,
                                                                    deterministic=deterministic)
         return layer_norm(self.config.layer_norm_eps, name="LayerNorm")(hidden_states + residual)
@@ -174,25 +188,35 @@ class BertIntermediate(nn.Module):
 
 
 class BertLayer(nn.Module):
-    """Post-LayerNorm block: attention, intermediate, output, then the hook."""
+    """Post-LayerNorm block: attention, intermediate (or the MLP module), output, then the hook."""
 
     config: BertConfig
     layer_index: int
     hook_factory: Optional[HookFactory] = None
+    mlp_factory: Optional[MLPFactory] = None
 
     def setup(self):
         config = self.config
         self.attention = BertAttention(config)
-        self.intermediate = BertIntermediate(config)
-        self.output = BertResidualOutput(config)
+        if self.mlp_factory is None:
+            self.intermediate = BertIntermediate(config)
+            self.output = BertResidualOutput(config)
+        else:
+            self.mlp = self.mlp_factory(config, self.layer_index)
+            self.output = BertResidualOutput(config, with_dense=False)
         if self.hook_factory is not None:
             self.output_hook = self.hook_factory(config, self.layer_index)
 
     def __call__(self, hidden_states, key_mask, deterministic: bool) -> jax.Array:
         layer_input = hidden_states
         attention_output = self.attention(hidden_states, key_mask, deterministic)
-        intermediate = self.intermediate(attention_output)
-        hidden_states = self.output(intermediate, attention_output, deterministic)
+        if self.mlp_factory is None:
+            # output.dense, inside self.output, finishes the standard MLP.
+            intermediate = self.intermediate(attention_output)
+            hidden_states = self.output(intermediate, attention_output, deterministic)
+        else:
+            mlp_output = self.mlp(attention_output)
+            hidden_states = self.output(mlp_output, attention_output, deterministic)
         if self.hook_factory is not None:
             hidden_states = self.output_hook(hidden_states, layer_input)
         return hidden_states
@@ -203,12 +227,14 @@ class BertEncoder(nn.Module):
 
     config: BertConfig
     hook_factory: Optional[HookFactory] = None
+    mlp_factory: Optional[MLPFactory] = None
 
     @nn.compact
     def __call__(self, hidden_states, key_mask, deterministic: bool) -> tuple[jax.Array, ...]:
         all_hidden_states = [hidden_states]
         for index in range(self.config.num_hidden_layers):
-            layer = BertLayer(self.config, index, self.hook_factory, name=f"layer_{index}")
+            layer = BertLayer(self.config, index, self.hook_factory, self.mlp_factory,
+                              name=f"layer_{index}")
             hidden_states = layer(hidden_states, key_mask, deterministic)
             all_hidden_states.append(hidden_states)
         return tuple(all_hidden_states)
@@ -238,6 +264,7 @@ class BertModel(nn.Module):
 
     config: BertConfig
     hook_factory: Optional[HookFactory] = None
+    mlp_factory: Optional[MLPFactory] = None
 
     @nn.compact
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
@@ -259,7 +286,7 @@ class BertModel(nn.Module):
 
         hidden_states = BertEmbeddings(config, name="embeddings")(
             input_ids, token_type_ids, position_ids, deterministic)
-        all_hidden_states = BertEncoder(config, self.hook_factory, name="encoder")(
+        all_hidden_states = BertEncoder(config, self.hook_factory, self.mlp_factory, name="encoder")(
             hidden_states, key_mask, deterministic)
 
         pooled = None

@@ -230,3 +230,30 @@ def test_overlay_params_names_mismatch():
 
     with pytest.raises(ValueError, match="pretrained entry vision_model/encoder/layers_0/mlp/fc1 has no counterpart"):
         overlay_params(initial, pretrained)
+
+
+class BertStandardMLP(nn.Module):
+    """intermediate.dense -> GELU -> output.dense as one replaceable module."""
+
+    config: bert.BertConfig
+
+    @nn.compact
+    def __call__(self, x):
+        x = activations.gelu_exact(nn.Dense(self.config.intermediate_size, name="up")(x))
+        return nn.Dense(self.config.hidden_size, name="down")(x)
+
+
+def test_bert_mlp_factory_replaces_feed_forward():
+    standard = bert.BertModel(bert.TINY)
+    params = standard.init_params(jax.random.key(0))
+    replaced = bert.BertModel(bert.TINY, mlp_factory=lambda config, index: BertStandardMLP(config))
+    moved = jax.tree_util.tree_map(lambda x: x, params)
+    for layer in moved["encoder"].values():
+        layer["mlp"] = {"up": layer.pop("intermediate")["dense"], "down": layer["output"].pop("dense")}
+    input_ids = jnp.arange(12, dtype=jnp.int32).reshape(2, 6)
+
+    replaced_output = replaced.apply({"params": moved}, input_ids)
+    standard_output = standard.apply({"params": params}, input_ids)
+
+    assert set(replaced.init_params(jax.random.key(1))["encoder"]["layer_0"]) == {"attention", "mlp", "output"}
+    chex.assert_trees_all_close(replaced_output, standard_output, atol=1e-6)
