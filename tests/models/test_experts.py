@@ -1,0 +1,216 @@
+"""Tests of the image_experts experiment: end-to-end run, cache, resume and the frozen heads."""
+
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxlab.core import cache
+from jaxlab.core import config as config_lib
+from jaxlab.core import tree as tree_lib
+from jaxlab.models import classification, experts
+
+CONFIG_PATH = Path(__file__).resolve().parents[2] / "configs" / "models" / "image_experts.py"
+
+
+def tiny_config():
+    """Two tasks whose labels a small tower learns in a few dozen steps (hue and grating direction)."""
+    config = config_lib.load_config_file(CONFIG_PATH, "quick")
+    config.data.tasks = ("colours", "orientation")
+    config.data.num_train = 160
+    config.data.num_test = 100
+    config.model.hidden_size = 16
+    config.model.intermediate_size = 32
+    config.model.num_layers = 1
+    config.model.num_heads = 2
+    config.model.projection_dim = 16
+    config.pretrain.steps = 5
+    config.pretrain.batch_size = 32
+    config.pretrain.warmup_steps = 1
+    config.probe.steps = 30
+    config.finetune.epochs = 4
+    config.finetune.batch_size = 16
+    config.finetune.learning_rate = 3e-3
+    config.finetune.seeds = (0, 1)
+    config.eval_batch_size = 100
+    config.checkpoint_every = 2
+    config.log_every = 5
+    return config
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One run of the tiny config: its cache root, workdir and summary."""
+    root = tmp_path_factory.mktemp("cache")
+    workdir = tmp_path_factory.mktemp("run")
+    patcher = pytest.MonkeyPatch()
+    patcher.setenv(cache.ENV_VAR, str(root))
+    summary = experts.run(tiny_config(), str(workdir))
+    yield root, workdir, summary
+    patcher.undo()
+
+
+def test_run_writes_results(built):
+    _, workdir, summary = built
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["tasks"] == ["colours", "orientation"]
+    assert set(results["expert_accuracy"]) == {"0", "1"}
+    assert 0.0 <= results["individual_average"] <= 1.0
+    assert results["individual_average"] == pytest.approx(summary["individual_average"])
+    table = (workdir / "results.md").read_text()
+    assert "| Individual |" in table
+    assert "| Base + linear probe |" in table
+    steps = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps), "metric steps of consecutive stages must increase"
+
+
+def test_experts_beat_linear_probe_on_own_task(built):
+    # Fine-tuning the tower must improve on the frozen base with the same head, on every task and seed.
+    _, _, summary = built
+    for seed, accuracy in summary["expert_accuracy"].items():
+        for task, value in accuracy.items():
+            assert value > summary["base_probe_accuracy"][task], (seed, task)
+
+
+def test_experts_differ_from_base_and_each_other(built):
+    root, _, _ = built
+    model, base, heads, expert_params = experts.load_experts(tiny_config(), 0, root=root)
+    assert len(heads) == len(expert_params) == 2
+    for expert in expert_params:
+        chex_tree_shapes_equal(base, expert)
+        assert float(tree_lib.tree_norm(tree_lib.tree_sub(expert, base))) > 1e-3
+    assert float(tree_lib.tree_norm(tree_lib.tree_sub(expert_params[0], expert_params[1]))) > 1e-3
+    _, _, _, seed_1 = experts.load_experts(tiny_config(), 1, root=root)
+    assert float(tree_lib.tree_norm(tree_lib.tree_sub(seed_1[0], expert_params[0]))) > 1e-6
+
+
+def chex_tree_shapes_equal(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for leaf_a, leaf_b in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        assert leaf_a.shape == leaf_b.shape
+
+
+def test_cache_reused_without_training(built, monkeypatch):
+    root, _, summary = built
+
+    def fail(*args, **kwargs):
+        raise AssertionError("training ran although the cache holds the models")
+
+    monkeypatch.setattr(experts, "pretrain", fail)
+    monkeypatch.setattr(experts, "finetune", fail)
+    config = tiny_config()
+    model, base, heads, expert_params = experts.load_experts(config, 0, root=root)
+    task = experts.load_tasks(config)[0]
+    accuracy = classification.accuracy(model, expert_params[0], heads[0], task.test_images, task.test_labels)
+    assert accuracy == pytest.approx(summary["expert_accuracy"]["0"]["colours"])
+
+
+def test_corrupted_cache_rejected(built, tmp_path):
+    root, _, _ = built
+    copy = tmp_path / "cache"
+    shutil.copytree(root, copy)
+    config = tiny_config()
+    directory = cache.artifact_dir(experts.experts_spec(config, 0), copy)
+    victim = sorted(directory.glob("*.npy"))[0]
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    with pytest.raises(cache.CacheError, match="corrupt"):
+        experts.load_experts(config, 0, root=copy)
+
+
+def test_cache_key_follows_config(built):
+    config = tiny_config()
+    other = tiny_config()
+    other.finetune.learning_rate = 1e-3
+    assert experts.base_spec(config).key == experts.base_spec(other).key
+    assert experts.experts_spec(config, 0).key != experts.experts_spec(other, 0).key
+    other.pretrain.steps = 6
+    assert experts.base_spec(config).key != experts.base_spec(other).key
+
+
+def test_pretrain_resume_gives_identical_params(built, tmp_path):
+    config = tiny_config()
+    model = experts.CLIPVisionModel(experts.vision_config(config))
+    tasks = experts.load_tasks(config)
+    checkpoints = tmp_path / "pretrain"
+    uninterrupted, _ = experts.pretrain(config, model, tasks, checkpoints)
+    # max_to_keep=2 keeps steps 4 and 5; removing 5 leaves the state of a run killed after step 4.
+    assert sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()) == [4, 5]
+    shutil.rmtree(checkpoints / "5")
+    resumed, _ = experts.pretrain(config, model, tasks, checkpoints)
+    for (path, a), (_, b) in zip(tree_lib.tree_flatten_with_paths(uninterrupted)[0],
+                                 tree_lib.tree_flatten_with_paths(resumed)[0]):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=path)
+
+
+def test_frozen_head_optimizer_leaves_head_unchanged():
+    settings = experts.OptimizerSettings(learning_rate=0.1, weight_decay=0.5, warmup_steps=0, total_steps=10,
+                                         max_grad_norm=1.0)
+    optimizer = experts.make_frozen_head_optimizer(settings)
+    params = {"tower": {"w": jnp.ones((3, 2))}, "head": classification.init_head(4, 3)}
+    params["head"]["kernel"] = params["head"]["kernel"] + 1.0
+    state = optimizer.init(params)
+    updated = params
+    for step in range(3):
+        grads = jax.tree.map(lambda x: jnp.full_like(x, step + 1.0), params)
+        updates, state = optimizer.update(grads, state, updated)
+        updated = jax.tree.map(lambda p, u: p + u, updated, updates)
+    np.testing.assert_array_equal(updated["head"]["kernel"], params["head"]["kernel"])
+    np.testing.assert_array_equal(updated["head"]["bias"], params["head"]["bias"])
+    assert not np.allclose(updated["tower"]["w"], params["tower"]["w"])
+
+
+def test_linear_probe_separates_features():
+    # Features that are one-hot per class make a linear probe exact.
+    model_features = np.eye(4, dtype=np.float32)[np.arange(40) % 4]
+    labels = np.arange(40) % 4
+    head = experts._fit_head(jnp.asarray(model_features), jnp.asarray(labels), classification.init_head(4, 4),
+                             steps=50, l2=1e-4)
+    predictions = np.argmax(np.asarray(classification.head_logits(head, model_features)), axis=-1)
+    np.testing.assert_array_equal(predictions, labels)
+
+
+@pytest.mark.parametrize("variant", ["", "quick", "paper"])
+def test_config_variants_validate(variant):
+    config = config_lib.load_config_file(CONFIG_PATH, variant)
+    experts.validate(config)
+    assert config.experiment == "image_experts"
+    assert len(config.finetune.seeds) == 3
+
+
+def test_unknown_variant_rejected():
+    with pytest.raises(ValueError, match="unknown variant"):
+        config_lib.load_config_file(CONFIG_PATH, "huge")
+
+
+@pytest.mark.parametrize("field, value", [
+    ("model.patch_size", 5),
+    ("model.num_heads", 3),
+    ("data.tasks", ("digits", "digits")),
+    ("data.tasks", ("no_such_task",)),
+    ("finetune.seeds", (0, -1)),
+    ("finetune.batch_size", 10_000),
+    ("pretrain.warmup_steps", 400),
+    ("finetune.warmup_fraction", 1.0),
+])
+def test_validate_rejects_bad_field(field, value):
+    config = config_lib.load_config_file(CONFIG_PATH, "")
+    parent, _, leaf = field.rpartition(".")
+    config[parent][leaf] = value
+    with pytest.raises(config_lib.ConfigError) as error:
+        experts.validate(config)
+    assert error.value.field == field
+
+
+def test_preprocess_resizes_and_rejects_floats():
+    images = np.full((2, 32, 32, 3), 255, np.uint8)
+    pixels = classification.preprocess_images(jnp.asarray(images), 64)
+    assert pixels.shape == (2, 64, 64, 3)
+    np.testing.assert_allclose(np.asarray(pixels), 1.0, atol=1e-6)
+    with pytest.raises(TypeError, match="uint8"):
+        classification.preprocess_images(jnp.zeros((2, 32, 32, 3)), 32)
