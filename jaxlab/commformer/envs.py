@@ -31,7 +31,7 @@ class EnvState(NamedTuple):
 
 
 class StepOutput(NamedTuple):
-    """What one environment step returns besides the next state.
+    """The outputs of one environment step besides the next state.
 
     Fields:
       reward: float32 [N], each agent's reward for the step.

@@ -82,6 +82,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     config_lib.require_int(config, "train.eval_episodes", min=1)
     config_lib.require_float(config, "train.time_limit_minutes", min=0.0)
     config_lib.require_float(config, "train.target_win_rate", min=0.0, max=1.0)
+    config_lib.require_bool(config, "train.fast_compile")
 
 
 def _plot_graph(path: str, adjacency: np.ndarray, alpha: np.ndarray, title: str) -> None:

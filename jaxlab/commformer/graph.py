@@ -1,8 +1,8 @@
 """The communication graph and the temporal gates of CommFormer.
 
 Conventions: an adjacency matrix `A` has shape [N, N] with rows as receivers and columns as senders, so
-`A[i, j] = 1` means agent i receives from agent j. A graph built here never contains self-loops; the
-attention mask adds them (`attention_mask`), so every agent always attends to itself and, when its gate is
+`A[i, j] = 1` means agent i receives from agent j. A graph built here never contains self-loops. The
+attention mask (`attention_mask`) adds them, so every agent always attends to itself and, when its gate is
 open, to exactly k other agents.
 
 Source: Hu et al., "Learning Multi-Agent Communication from Graph Modeling Perspective", ICLR 2024
@@ -55,8 +55,8 @@ def _hard_top_k(scores: jax.Array, k: int) -> jax.Array:
 def top_k_graph(alpha: jax.Array, k: int) -> jax.Array:
     """Return the deterministic graph: the k largest off-diagonal logits of each row, as a {0, 1} matrix.
 
-    The value is hard; the gradient is that of the row softmax of `alpha` (straight-through), so the same
-    function serves rollouts (where the gradient is unused) and a sparsity schedule without noise.
+    The value is hard, and the gradient is that of the row softmax of `alpha` (straight-through). Rollouts
+    and evaluation ignore the gradient. PPO updates use this graph once alpha is frozen (post-stable phase).
 
     Args:
         alpha: graph logits, float [N, N], rows are receivers.
@@ -93,7 +93,7 @@ def attention_mask(adjacency: jax.Array, gates: jax.Array | None = None) -> jax.
     """Return the attention mask M = I + diag(g) A, float [..., N, N], 1 where receiver i attends to j.
 
     A closed gate (g_i = 0) leaves agent i with its self-loop only. The self-loop weight is exactly 1 because
-    `adjacency` has a zero diagonal; the mask is multiplied into the attention weights, which is how the
+    `adjacency` has a zero diagonal. Attention multiplies its weights by this mask, which is how the
     straight-through gradients of the graph and the gates reach their logits.
 
     Args:

@@ -14,7 +14,7 @@ reference code, all deliberate:
 - the relation embedding of pair (i, j) is read from A[i, j] (receiver i, sender j); the reference reads
   A[j, i];
 - scores are scaled once by 1/sqrt(head_dim); the reference scales the relation branch twice;
-- the self-loop weight stays 1 because graphs carry no diagonal (see `graph.attention_mask`); with the
+- the self-loop weight stays 1 because graphs carry no diagonal (see `graph.attention_mask`). With the
   reference's A + I, a diagonal picked by top-k doubled after the softmax;
 - the relation embedding interpolates between its two rows by the (straight-through) edge value instead of
   truncating it to an integer index, so an edge value of 1 - 1e-7 cannot be read as "no edge";
@@ -220,7 +220,7 @@ class CommFormer(nn.Module):
         return self.gate(obs)
 
     def action_std(self) -> jax.Array:
-        """The Normal standard deviation, 0.5 * sigmoid(log_std) as in MAT, float [num_actions]."""
+        """Return the Normal standard deviation 0.5 * sigmoid(log_std) as in MAT, float [num_actions]."""
         return 0.5 * jax.nn.sigmoid(self.log_std)
 
     def __call__(self, obs: jax.Array, shifted_actions: jax.Array, adjacency: jax.Array,

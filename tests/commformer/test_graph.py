@@ -55,7 +55,6 @@ def test_straight_through_gradients_reach_alpha():
     weights = jax.random.normal(jax.random.key(2), (num_agents, num_agents))
     key = jax.random.key(3)
     gumbel = jax.random.gumbel(key, alpha.shape)
-    off_diagonal = alpha - 1e9 * jnp.eye(num_agents)
 
     def surrogate(a):  # The softmax whose gradient the estimator passes through.
         return jnp.sum(weights * jax.nn.softmax(a + gumbel - 1e9 * jnp.eye(num_agents), axis=-1))
@@ -69,7 +68,6 @@ def test_straight_through_gradients_reach_alpha():
     np.testing.assert_allclose(
         exact_grad, jax.grad(lambda a: jnp.sum(weights * jax.nn.softmax(a - 1e9 * jnp.eye(num_agents), -1)))(alpha),
         rtol=1e-5, atol=1e-7)
-    del off_diagonal
 
 
 def test_attention_mask_with_closed_gates():

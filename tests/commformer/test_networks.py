@@ -66,7 +66,8 @@ def test_commformer_decoder_is_causal():
     adjacency = graph.full_graph(num_agents)
     params = model.init(jax.random.key(1), obs, shifted, adjacency, jnp.ones(num_agents))
     values, head, gate_logits = model.apply(params, obs, shifted, adjacency, jnp.ones(num_agents))
-    assert values.shape == (num_agents,) and head.shape == (num_agents, num_actions)
+    assert values.shape == (num_agents,)
+    assert head.shape == (num_agents, num_actions)
     assert gate_logits.shape == (num_agents,)
 
     # Changing the decoder input at position 2 may change heads 2 and 3 only.
@@ -84,10 +85,10 @@ def test_empty_graph_isolates_agents():
     params = model.init(jax.random.key(1), obs, shifted, graph.full_graph(num_agents), jnp.ones(num_agents))
     empty = graph.empty_graph(num_agents)
     values, _, _ = model.apply(params, obs, shifted, empty, jnp.ones(num_agents))
-    values_changed, _, _ = model.apply(params, obs.at[1].add(1.0), shifted, empty, jnp.ones(num_agents))
+    values_changed, _, _ = model.apply(params, obs.at[1].set(-obs[1] ** 2), shifted, empty, jnp.ones(num_agents))
     np.testing.assert_allclose(values_changed[np.array([0, 2])], values[np.array([0, 2])], rtol=1e-6)
     # With the full graph, agent 0's value depends on agent 1's observation.
     full = graph.full_graph(num_agents)
     values, _, _ = model.apply(params, obs, shifted, full, jnp.ones(num_agents))
-    values_changed, _, _ = model.apply(params, obs.at[1].add(1.0), shifted, full, jnp.ones(num_agents))
+    values_changed, _, _ = model.apply(params, obs.at[1].set(-obs[1] ** 2), shifted, full, jnp.ones(num_agents))
     assert not np.isclose(values_changed[0], values[0])

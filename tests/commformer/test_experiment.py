@@ -1,0 +1,73 @@
+"""The `commformer` experiment end to end: outputs, checkpoint/resume and config validation."""
+
+import functools
+import json
+import os
+import shutil
+
+import pytest
+
+from jaxlab.commformer import experiment, train
+from jaxlab.core.config import ConfigError, load_config_file
+from tests.commformer.conftest import CONFIG_PATH
+
+# Results that differ between runs only through wall-clock time.
+TIMING_KEYS = ("train_minutes", "env_steps_per_s", "minutes_to_target")
+
+
+def _without_timing(results: dict) -> dict:
+    results = {k: v for k, v in results.items() if k not in TIMING_KEYS}
+    results["evaluations"] = [{k: v for k, v in e.items() if k != "elapsed_s"} for e in results["evaluations"]]
+    return results
+
+
+def test_run_resumes_to_identical_results(make_tiny_config, tmp_path, monkeypatch):
+    # One trainer for both runs, so the test compiles once; `run` builds it from the same config each time.
+    config = make_tiny_config("3m")
+    build = train.make_train
+    make_train = functools.lru_cache(maxsize=1)(lambda _: build(config))
+    monkeypatch.setattr(experiment.train_lib, "make_train", lambda c: make_train(c.to_json()))
+    experiment.validate(config)
+
+    full_dir, resumed_dir = tmp_path / "full", tmp_path / "resumed"
+    results = experiment.run(config, str(full_dir))
+    for name in ("results.json", "metrics.jsonl", "graph.png", "gate_rate.png", "win_rate.png"):
+        assert (full_dir / name).is_file(), name
+    assert results["updates"] == 4
+    assert results["env_steps"] == 4 * 2 * 8
+    assert len(results["evaluations"]) == 2
+    assert 0.0 <= results["test_gate_rate"] <= 1.0
+    assert results["num_links"] == 1
+    for row_index, row in enumerate(results["adjacency"]):
+        assert row[row_index] == 0.0
+        assert sum(row) == 1.0
+
+    # Interrupt after the first chunk: keep only its checkpoint, then run again in that directory.
+    shutil.copytree(full_dir, resumed_dir)
+    shutil.rmtree(resumed_dir / "checkpoints" / "2")
+    resumed = experiment.run(config, str(resumed_dir))
+    assert _without_timing(resumed) == _without_timing(results)
+    with open(resumed_dir / "metrics.jsonl") as lines:
+        steps = [json.loads(line)["step"] for line in lines]
+    assert steps.count(3) == 2  # The training line and the eval line of the last update, once each.
+    assert sorted(set(steps)) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("field, value", [
+    ("env.name", "27m_vs_30m"), ("env.continuous_actions", True), ("model.kind", "mat"),
+    ("model.num_heads", 3), ("graph.mode", "sparse"), ("graph.sparsity", 0.0), ("graph.alpha_period", 1),
+    ("ppo.num_minibatches", 7), ("ppo.gamma", 1.5), ("gating.cost", -1.0), ("train.total_env_steps", 0),
+])
+def test_validate_rejects_bad_fields(field, value):
+    config = load_config_file(CONFIG_PATH, "quick")
+    section, name = field.split(".")
+    config[section][name] = value
+    with pytest.raises(ConfigError) as error:
+        experiment.validate(config)
+    assert error.value.field == field
+
+
+@pytest.mark.parametrize("variant", ["", "cpu", "quick"])
+def test_config_variants_validate(variant):
+    experiment.validate(load_config_file(CONFIG_PATH, variant))
+    assert os.path.isfile(CONFIG_PATH)

@@ -1,0 +1,101 @@
+"""The trainer: bi-level schedule, gate cost, baselines and a continuous-action run."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxlab.commformer import train
+from jaxlab.commformer.experiment import validate
+
+
+def _changed(before, after) -> bool:
+    return any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
+
+
+@pytest.fixture(scope="module")
+def schedule_setup():
+    from tests.commformer.conftest import tiny_config
+
+    config = tiny_config()
+    config.gating.cost = 50.0  # Large, so that the cost dominates the gate-bias gradient below.
+    validate(config)
+    trainer = train.make_train(config)
+    state = trainer.init(jax.random.key(0))
+    options = train.FAST_COMPILE_OPTIONS
+    collect = jax.jit(trainer.collect, compiler_options=options)
+    _, _, _, batch, advantages, targets, _ = collect(state, jax.random.key(1))
+    run_epoch = jax.jit(trainer.run_epoch, compiler_options=options)
+    loss = jax.jit(jax.value_and_grad(trainer.loss, has_aux=True), compiler_options=options)
+    return config, trainer, state, batch, advantages, targets, run_epoch, loss
+
+
+def test_bilevel_schedule_updates_one_parameter_set(schedule_setup):
+    config, _, state, batch, advantages, targets, run_epoch, _ = schedule_setup
+    after_warmup = jnp.asarray(config.graph.warmup_updates, jnp.int32)
+    for epoch in range(config.ppo.num_epochs):
+        (params, weights_opt, alpha_opt), _ = run_epoch(
+            state.params, state.weights_opt_state, state.alpha_opt_state, batch, advantages, targets,
+            after_warmup, jnp.asarray(epoch), jax.random.key(2))
+        alpha_epoch = (epoch + 1) % config.graph.alpha_period == 0
+        assert _changed(state.params["alpha"], params["alpha"]) == alpha_epoch, epoch
+        assert _changed(state.params["weights"], params["weights"]) == (not alpha_epoch), epoch
+        assert _changed(state.alpha_opt_state, alpha_opt) == alpha_epoch, epoch
+        assert _changed(state.weights_opt_state, weights_opt) == (not alpha_epoch), epoch
+
+
+def test_warmup_epochs_update_weights_only(schedule_setup):
+    config, _, state, batch, advantages, targets, run_epoch, _ = schedule_setup
+    last_epoch = jnp.asarray(config.graph.alpha_period - 1)
+    (params, _, _), _ = run_epoch(state.params, state.weights_opt_state, state.alpha_opt_state, batch, advantages,
+                                  targets, jnp.asarray(0, jnp.int32), last_epoch, jax.random.key(2))
+    chex.assert_trees_all_equal(params["alpha"], state.params["alpha"])
+    assert _changed(state.params["weights"], params["weights"])
+
+
+def test_gate_cost_enters_loss_and_lowers_gates(schedule_setup):
+    config, _, state, batch, advantages, targets, _, loss = schedule_setup
+    (value, diagnostics), grads = loss(state.params, batch, advantages, targets, jnp.asarray(5, jnp.int32),
+                                       jax.random.key(3))
+    expected = (diagnostics["policy_loss"] + config.ppo.value_coef * diagnostics["value_loss"]
+                - config.ppo.entropy_coef * diagnostics["entropy"] + config.gating.cost * diagnostics["train_gate_rate"])
+    np.testing.assert_allclose(value, expected, rtol=1e-5)
+    assert 0.0 < diagnostics["train_gate_rate"] <= 1.0
+    # Gradient descent must lower the gate logits, which all share the output bias.
+    gate_bias_grad = grads["weights"]["params"]["gate"]["Dense_1"]["bias"]
+    assert float(gate_bias_grad[0]) > 0.0
+    assert float(jnp.abs(grads["alpha"]).sum()) > 0.0
+
+
+def test_rollout_gates_are_recomputed_exactly(schedule_setup):
+    _, _, state, batch, advantages, targets, _, loss = schedule_setup
+    # Before any update, the training forward with the stored gate noise reproduces the rollout gates, so
+    # the importance ratio is exactly 1 at the first minibatch of the warm-up (full, noise-free graph).
+    (_, diagnostics), _ = loss(state.params, batch, advantages, targets, jnp.asarray(0, jnp.int32),
+                               jax.random.key(3))
+    np.testing.assert_allclose(diagnostics["train_gate_rate"], batch.gates.mean(), rtol=1e-6)
+    np.testing.assert_allclose(diagnostics["clip_fraction"], 0.0)
+
+
+@pytest.mark.parametrize("kind, mode", [
+    # The full graph runs the same network as the learned one, which the experiment test trains.
+    pytest.param("commformer", "full", marks=pytest.mark.slow),
+    ("commformer", "none"),
+    ("mappo", "learned"),
+])
+def test_baselines_build_and_run(make_tiny_config, kind, mode):
+    config = make_tiny_config()
+    config.model.kind, config.graph.mode = kind, mode
+    config.ppo.num_epochs, config.graph.alpha_period = 2, 2
+    validate(config)
+    trainer = train.make_train(config)
+    state, metrics = trainer.train_chunk(trainer.init(jax.random.key(0)))
+    assert int(state.update) == config.train.updates_per_chunk
+    for name, values in metrics.items():
+        assert np.all(np.isfinite(values)), name
+    # Fixed graphs and MAPPO never train alpha.
+    np.testing.assert_array_equal(metrics["alpha_trainable"], 0.0)
+    chex.assert_trees_all_equal(state.params["alpha"], jnp.zeros_like(state.params["alpha"]))
+    expected = {"full": 1.0 - np.eye(3), "none": np.zeros((3, 3))}[mode if kind == "commformer" else "none"]
+    np.testing.assert_array_equal(trainer.graph(state.params, state.update), expected)
