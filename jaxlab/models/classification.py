@@ -77,18 +77,6 @@ def init_head(projection_dim: int, num_classes: int) -> Head:
             "bias": jnp.zeros((num_classes,), jnp.float32)}
 
 
-def check_head(head: Head, projection_dim: int, num_classes: int, name: str = "head") -> None:
-    """Raise a ValueError unless `head` has float32 kernel [projection_dim, num_classes] and bias [num_classes]."""
-    expected = {"kernel": (projection_dim, num_classes), "bias": (num_classes,)}
-    if not isinstance(head, dict) or set(head) != set(expected):
-        keys = sorted(head) if isinstance(head, dict) else type(head).__name__
-        raise ValueError(f"{name} has keys {keys}; expected a dict with 'kernel' and 'bias'.")
-    for key, shape in expected.items():
-        if tuple(np.shape(head[key])) != shape or np.asarray(head[key]).dtype != np.float32:
-            raise ValueError(f"{name}['{key}'] has shape {tuple(np.shape(head[key]))} and dtype "
-                             f"{np.asarray(head[key]).dtype}; expected float32 {shape}.")
-
-
 def batched_apply(function, images: np.ndarray, batch_size: int) -> np.ndarray:
     """Apply a jitted `function(images) -> [batch, ...]` in fixed-size batches and concatenate on the host.
 

@@ -3,11 +3,13 @@
 This builds the models that the model-merging methods (Task Arithmetic,
 Ties-Merging, AdaMerging, WEMoE, Surgery, DAM) merge, in three stages:
 
-1. Pretraining. A `CLIPVisionModel` learns self-supervised rotation prediction
-   (Gidaris et al., ICLR 2018) on the unlabelled training images of all tasks:
-   each image is rotated by 0, 90, 180 or 270 degrees and a linear head on the
-   normalised image embedding predicts which. No task label is used, so the
-   base is a general feature extractor and not already a multi-task model.
+1. Pretraining without the tasks' labels. A `CLIPVisionModel` is trained on
+   the unlabelled training images of all tasks, with two linear heads on its
+   normalised embedding. Rotation prediction (Gidaris et al., ICLR 2018) turns
+   each image by 0, 90, 180 or 270 degrees and predicts which. Source
+   identification predicts the task generator an image came from. No class
+   label is used, so the base is a general feature extractor and not already a
+   multi-task model.
 2. Heads. For each task a linear head is fit on the frozen, normalised base
    embeddings (a linear probe with L-BFGS and an L2 penalty).
 3. Experts. For each task and fine-tuning seed, the head is frozen and the
@@ -83,7 +85,7 @@ class ExpertSet(NamedTuple):
 
 
 class TrainState(NamedTuple):
-    """What a training stage checkpoints.
+    """The checkpointed state of one training stage.
 
     Attributes:
         step: int32 scalar, the number of optimizer steps taken.
@@ -169,7 +171,7 @@ def _section(config: ml_collections.ConfigDict, name: str) -> dict[str, Any]:
 
 
 def base_spec(config: ml_collections.ConfigDict) -> cache.ArtifactSpec:
-    """The cache identity of the base and its heads: every config section that shapes them."""
+    """Return the cache identity of the base and its heads, built from every config section that shapes them."""
     params = {"data": _section(config, "data"), "model": _section(config, "model"),
               "pretrain": _section(config, "pretrain"), "probe": _section(config, "probe"),
               "max_grad_norm": config.max_grad_norm}
@@ -178,7 +180,7 @@ def base_spec(config: ml_collections.ConfigDict) -> cache.ArtifactSpec:
 
 
 def experts_spec(config: ml_collections.ConfigDict, finetune_seed: int) -> cache.ArtifactSpec:
-    """The cache identity of one fine-tuning seed's experts: the base's identity plus the fine-tuning."""
+    """Return the cache identity of one fine-tuning seed's experts: the base's key plus the fine-tuning settings."""
     finetune = _section(config, "finetune")
     del finetune["seeds"]  # Each seed is its own artefact, so adding seeds reuses the existing ones.
     params = {"base_key": base_spec(config).key, "finetune": finetune, "finetune_seed": finetune_seed}
@@ -295,9 +297,9 @@ def pretrain(config: ml_collections.ConfigDict, model: CLIPVisionModel,
     """Pretrain the tower on the training images of all tasks without their labels.
 
     Two linear heads on the normalised embedding are trained with the tower,
-    and their cross-entropies are summed: rotation prediction, where each image
-    is turned by a random multiple of 90 degrees (Gidaris et al., ICLR 2018),
-    and source identification, which names the generator an image came from.
+    and their cross-entropies are summed. The rotation head predicts by which
+    multiple of 90 degrees each image was turned (Gidaris et al., ICLR 2018).
+    The source head predicts which task's generator produced the image.
 
     Returns:
         The tower's parameters and both heads' accuracies on the test images of all tasks.
@@ -496,7 +498,7 @@ def _unflatten(prefix: str, arrays: dict[str, np.ndarray], template: PyTree) -> 
 
 
 def _scratch_dir(workdir: str | None, spec: cache.ArtifactSpec, root: str | os.PathLike[str] | None) -> Path:
-    """Where a build checkpoints: `workdir/checkpoints` for a run, else beside the cache artefact."""
+    """Return the checkpoint directory of a build: `workdir/checkpoints` for a run, else beside the artefact."""
     if workdir is not None:
         return Path(workdir) / "checkpoints"
     return cache.artifact_dir(spec, root).parent / f"checkpoints-{spec.key}"
@@ -507,7 +509,7 @@ def load_base(config: ml_collections.ConfigDict, *, workdir: str | None = None,
               ) -> tuple[CLIPVisionModel, PyTree, list[dict[str, jax.Array]], dict[str, Any]]:
     """Return (model, base_params, heads, metadata), pretraining and fitting the heads on first use.
 
-    `metadata` holds the per-task linear-probe test accuracy and the final pretraining metrics.
+    `metadata` contains the per-task linear-probe test accuracy and the final pretraining metrics.
     """
     validate(config)
     model = CLIPVisionModel(vision_config(config))
