@@ -266,16 +266,21 @@ def _train_stage(
             for step in range(start, num_steps):
                 state, step_metrics = train_step(state, batch_at(step))
                 done = step + 1
-                if done % config.log_every == 0 or done == num_steps:
+                log = done % config.log_every == 0 or done == num_steps
+                save = done % config.checkpoint_every == 0 or done == num_steps
+                if log or save:
+                    # Checked before every save too, so that no checkpoint holds diverged parameters.
                     scalars = {name: float(value) for name, value in step_metrics.items()}
                     if not all(math.isfinite(value) for value in scalars.values()):
                         raise FloatingPointError(
-                            f"Stage {stage} has non-finite metrics {scalars} at step {done}; lower the "
+                            f"Stage {stage} has non-finite metrics {scalars} at step {done}. Lower the "
                             "learning rate or check the inputs.")
+                if log:
                     bar.set_postfix(scalars)
                     if writer is not None:
-                        writer.write_scalars(metrics_offset + done, {f"{stage}/{name}": value for name, value in scalars.items()})
-                if done % config.checkpoint_every == 0 or done == num_steps:
+                        named = {f"{stage}/{name}": value for name, value in scalars.items()}
+                        writer.write_scalars(metrics_offset + done, named)
+                if save:
                     checkpointer.save(done, state)
                 bar.update(1)
         finally:
@@ -504,6 +509,18 @@ def _scratch_dir(workdir: str | None, spec: cache.ArtifactSpec, root: str | os.P
     return cache.artifact_dir(spec, root).parent / f"checkpoints-{spec.key}"
 
 
+def _finetune_checkpoint_dir(scratch: Path, finetune_seed: int, task: str) -> Path:
+    return scratch / f"finetune_seed{finetune_seed}_{task}"
+
+
+def _remove_checkpoints(stage_dirs: Sequence[Path], scratch: Path, workdir: str | None) -> None:
+    """Delete the checkpoints of stages whose artefact is cached, because the artefact supersedes them."""
+    for directory in stage_dirs:
+        shutil.rmtree(directory, ignore_errors=True)
+    if workdir is None:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def load_base(config: ml_collections.ConfigDict, *, workdir: str | None = None,
               root: str | os.PathLike[str] | None = None,
               ) -> tuple[CLIPVisionModel, PyTree, list[dict[str, jax.Array]], dict[str, Any]]:
@@ -536,8 +553,7 @@ def load_base(config: ml_collections.ConfigDict, *, workdir: str | None = None,
         return arrays, metadata
 
     arrays, metadata = cache.load_or_build_arrays(spec, generate, root)
-    if workdir is None:
-        shutil.rmtree(scratch, ignore_errors=True)
+    _remove_checkpoints([scratch / "pretrain"], scratch, workdir)
     base_params = _unflatten("tower", arrays, template)
     heads = []
     for name in config.data.tasks:
@@ -578,7 +594,7 @@ def _load_experts_with_metadata(config, finetune_seed, *, workdir, root):
         # Metrics of expert (seed index s, task t) follow pretraining on the run's step axis.
         first_offset = config.pretrain.steps + seeds.index(finetune_seed) * len(tasks) * finetune_num_steps(config)
         for index, (task, head) in enumerate(zip(tasks, heads)):
-            checkpoint_dir = scratch / f"finetune_seed{finetune_seed}_{task.name}"
+            checkpoint_dir = _finetune_checkpoint_dir(scratch, finetune_seed, task.name)
             params = finetune(config, model, base_params, head, task, finetune_seed, checkpoint_dir, workdir,
                               metrics_offset=first_offset + index * finetune_num_steps(config))
             arrays.update(_flatten(task.name, params))
@@ -589,8 +605,8 @@ def _load_experts_with_metadata(config, finetune_seed, *, workdir, root):
         return arrays, {"accuracy": accuracy}
 
     arrays, metadata = cache.load_or_build_arrays(spec, generate, root)
-    if workdir is None:
-        shutil.rmtree(scratch, ignore_errors=True)
+    _remove_checkpoints([_finetune_checkpoint_dir(scratch, finetune_seed, name) for name in config.data.tasks],
+                        scratch, workdir)
     experts = [_unflatten(name, arrays, base_params) for name in config.data.tasks]
     return ExpertSet(model, base_params, heads, experts), base_metadata, metadata
 

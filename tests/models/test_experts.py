@@ -66,6 +66,8 @@ def test_run_writes_results(built):
     assert "| Base + linear probe |" in table
     steps = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps), "metric steps of consecutive stages must increase"
+    leftover = list((workdir / "checkpoints").iterdir())
+    assert leftover == [], "checkpoints of cached stages must be deleted"
 
 
 def test_experts_beat_linear_probe_on_own_task(built):
