@@ -71,8 +71,8 @@ _OUTPUT = flags.DEFINE_string("output", None, "Markdown file in which to add or 
 _PARITY_EXPERTS = flags.DEFINE_integer("parity_experts", 4, "Fine-tuned models in the parity run.")
 _TIMING_EXPERTS = flags.DEFINE_integer("timing_experts", 8, "Fine-tuned models in the timing run.")
 _TIES_EXPERTS = flags.DEFINE_integer(
-    "ties_experts", 3, "Fine-tuned models in the Ties timing. fusion-bench's Ties holds about six float32 copies of "
-    "all task vectors at once (about 2.6 GB per ViT-B/32 expert), so 8 experts need about 20 GB.")
+    "ties_experts", 3, "Fine-tuned models in the Ties timing. fusion-bench's Ties needs about 2.6 GiB per ViT-B/32 "
+    "expert, so 8 experts need about 20 GiB.")
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Timed runs per method and library; the fastest is reported.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of all random weights, inputs and DARE masks.")
 _WORKER = flags.DEFINE_string("worker", None, "Internal: run one timing job 'library:method' and print JSON.")
@@ -455,13 +455,14 @@ def run_timing_job(spec: str, num_experts: int, repeats: int, seed: int) -> dict
 
 
 # Estimated peak memory per job: 1.5 GiB, the models, and model-sized copies per expert (0.33 GiB
-# each for ViT-B/32 in float32). Runs with 2 experts measured about 8 copies per expert for
-# fusion-bench's Ties (2.6 GiB per expert) and at most 3 for the other jobs.
+# each for ViT-B/32 in float32), rounded up from earlier runs of this script: about 8 copies per
+# expert for fusion-bench's Ties, 2 for jaxlab's Ties and at most 1 for the other jobs.
 _GIB_PER_MODEL = 87_456_000 * 4 / 2**30
+_COPIES_PER_EXPERT = {("fusion_bench", "ties"): 8.0, ("jaxlab", "ties"): 2.0}
 
 
 def _estimated_peak_gib(library: str, method: str, num_experts: int) -> float:
-    copies_per_expert = 8.0 if (library, method) == ("fusion_bench", "ties") else 3.0
+    copies_per_expert = _COPIES_PER_EXPERT.get((library, method), 1.0)
     return 1.5 + (num_experts + 1) * _GIB_PER_MODEL + num_experts * copies_per_expert * _GIB_PER_MODEL
 
 
