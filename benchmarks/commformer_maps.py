@@ -66,7 +66,7 @@ def _mean_and_error(values):
     values = np.asarray([v for v in values if v is not None], float)
     if len(values) == 0:
         return None, None
-    error = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
+    error = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else None
     return values.mean(), error
 
 
@@ -74,14 +74,15 @@ def _cell(values, scale=100.0, digits=1):
     mean, error = _mean_and_error(values)
     if mean is None:
         return "n/a"
+    if error is None:  # One value: no standard error.
+        return f"{scale * mean:.{digits}f}"
     return f"{scale * mean:.{digits}f} ± {scale * error:.{digits}f}"
 
 
 def main(argv):
     del argv
     seeds = [int(seed) for seed in _SEEDS.value]
-    lines = [commformer_record.record_header(), "",
-             f"Variant '{_VARIANT.value or 'default'}', seeds {seeds}; mean ± standard error over seeds"
+    lines = [f"Variant '{_VARIANT.value or 'default'}', seeds {seeds}; mean ± standard error over seeds"
              + (f"; time limit {_TIME_LIMIT.value:g} minutes per run." if _TIME_LIMIT.value >= 0 else "."), "",
              "| map | method | test win rate (%) | receive rate (% of agent-steps) | minutes to target | "
              "env steps to target | env steps/s |", "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -103,9 +104,9 @@ def main(argv):
                 f"{_cell(reached, 1.0)} ({sum(m is not None for m in reached)}/{len(results)} reached)",
                 _cell([r["env_steps_to_target"] for r in results], 1.0, 0),
                 _cell([r["env_steps_per_s"] for r in results], 1.0, 0)]) + " |")
-    lines += ["", "Receive rate: agents with an open gate (100% without gating; agents that receive from k others"
-              " under the learned graph, from all under the full graph, from none under 'none' and 'mappo')."]
-    record = "\n".join(lines)
+    lines += ["", "Receive rate: the percentage of agent-steps with an open gate in the greedy test episodes "
+              "(100% without gating). Minutes are the wall-clock time of training and evaluation, compilation included."]
+    record = commformer_record.record_header() + "\n" + "\n".join(lines)
     print(record)
     if _WRITE_DOC.value:
         commformer_record.replace_section(_SECTION.value, record)

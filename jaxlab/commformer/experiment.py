@@ -172,7 +172,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         state, metrics = trainer.train_chunk(state)
         metrics = jax.device_get(metrics)
         seconds = time.perf_counter() - start
-        elapsed_s += seconds
         if chunk > chunks_done:  # The first chunk of a process includes compilation.
             timed_steps += config.train.updates_per_chunk * steps_per_update
             timed_seconds += seconds
@@ -188,15 +187,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             writer.write_scalars(update, scalars)
 
         last = chunk == trainer.num_chunks - 1
-        out_of_time = time_limit_s > 0 and elapsed_s >= time_limit_s
+        out_of_time = time_limit_s > 0 and elapsed_s + seconds >= time_limit_s
         if (chunk + 1) % config.train.eval_every_chunks == 0 or last or out_of_time:
             result = jax.device_get(trainer.evaluate(state.params, state.update, jax.random.fold_in(eval_key, chunk)))
+            # Wall-clock time of training and evaluation, compilation included, up to this evaluation.
+            elapsed_s += time.perf_counter() - start
             evals[chunk] = [int(state.update), int(state.update) * steps_per_update, elapsed_s, result["win_rate"],
                             result["episode_return"], result["gate_rate"]]
             writer.write_scalars(int(state.update) - 1, {f"eval/{k}": float(v) for k, v in result.items()})
             logging.info("Update %d (%d env steps, %.1f min): test win rate %.3f, return %.3f, gate rate %.3f.",
                          int(state.update), int(state.update) * steps_per_update, elapsed_s / 60,
                          result["win_rate"], result["episode_return"], result["gate_rate"])
+        else:
+            elapsed_s += time.perf_counter() - start
         writer.flush()
         # Metrics first, then the checkpoint: a kill in between only repeats this chunk's metrics lines.
         checkpointer.save(chunk + 1, {"state": state, "evals": evals, "elapsed_s": np.asarray(elapsed_s)})

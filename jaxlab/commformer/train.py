@@ -359,8 +359,8 @@ def make_train(config: ml_collections.ConfigDict) -> Trainer:
             weights, weights_opt = select(is_alpha_epoch, (params["weights"], weights_opt),
                                           (new_weights, new_weights_opt))
             alpha, alpha_opt = select(is_alpha_epoch, (new_alpha, new_alpha_opt), (params["alpha"], alpha_opt))
-            diagnostics = dict(diagnostics, loss=loss, grad_norm=optax.global_norm(grads["weights"]),
-                               alpha_grad_norm=optax.global_norm(grads["alpha"]))
+            diagnostics = dict(diagnostics, loss=loss, grad_norm=optax.tree.norm(grads["weights"]),
+                               alpha_grad_norm=optax.tree.norm(grads["alpha"]))
             return ({"weights": weights, "alpha": alpha}, weights_opt, alpha_opt), diagnostics
 
         return jax.lax.scan(minibatch_step, (params, weights_opt, alpha_opt),
@@ -386,7 +386,7 @@ def make_train(config: ml_collections.ConfigDict) -> Trainer:
             episode_return=jnp.sum(traj.returns) / jnp.maximum(episodes, 1),
             gate_rate=jnp.mean(traj.gates),
             alpha_trainable=alpha_trainable(state.update).astype(jnp.float32),
-            param_norm=optax.global_norm(params["weights"]),
+            param_norm=optax.tree.norm(params["weights"]),
         )
         new_state = TrainState(params, weights_opt, alpha_opt, value_norm, env_state, episode_return,
                                state.update + 1, state.key)

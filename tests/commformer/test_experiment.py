@@ -23,7 +23,7 @@ def _without_timing(results: dict) -> dict:
 
 def test_run_resumes_to_identical_results(make_tiny_config, tmp_path, monkeypatch):
     # One trainer for both runs, so the test compiles once; `run` builds it from the same config each time.
-    config = make_tiny_config("3m")
+    config = make_tiny_config()
     build = train.make_train
     make_train = functools.lru_cache(maxsize=1)(lambda _: build(config))
     monkeypatch.setattr(experiment.train_lib, "make_train", lambda c: make_train(c.to_json()))
@@ -67,7 +67,8 @@ def test_validate_rejects_bad_fields(field, value):
     assert error.value.field == field
 
 
-@pytest.mark.parametrize("variant", ["", "cpu", "quick"])
-def test_config_variants_validate(variant):
-    experiment.validate(load_config_file(CONFIG_PATH, variant))
-    assert os.path.isfile(CONFIG_PATH)
+@pytest.mark.parametrize("name, variant", [("smax", ""), ("smax", "cpu"), ("smax", "quick"), ("mpe", ""),
+                                           ("mpe", "quick"), ("mpe", "continuous")])
+def test_config_variants_validate(name, variant):
+    path = os.path.join(os.path.dirname(CONFIG_PATH), f"{name}.py")
+    experiment.validate(load_config_file(path, variant))

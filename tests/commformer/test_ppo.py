@@ -77,3 +77,13 @@ def test_masked_categorical_ignores_unavailable_actions():
     p = 1 / (1 + np.exp(1.0))
     np.testing.assert_allclose(ppo.categorical_entropy(head, avail),
                                [-(p * np.log(p) + (1 - p) * np.log(1 - p))], rtol=1e-5)
+
+
+def test_normal_log_prob_and_entropy():
+    mean, std = jnp.array([[0.0, 1.0]]), jnp.array([0.5, 2.0])
+    actions = jnp.array([[0.5, -1.0]])
+    expected = sum(-0.5 * ((a - m) / s) ** 2 - np.log(s * np.sqrt(2 * np.pi))
+                   for a, m, s in zip([0.5, -1.0], [0.0, 1.0], [0.5, 2.0]))
+    np.testing.assert_allclose(ppo.normal_log_prob(mean, std, actions), [expected], rtol=1e-6)
+    expected_entropy = sum(0.5 * np.log(2 * np.pi * np.e * s**2) for s in [0.5, 2.0])
+    np.testing.assert_allclose(ppo.normal_entropy(std, (3,)), [expected_entropy] * 3, rtol=1e-6)

@@ -79,9 +79,9 @@ def test_rollout_gates_are_recomputed_exactly(schedule_setup):
 
 
 @pytest.mark.parametrize("kind, mode", [
-    # The full graph runs the same network as the learned one, which the experiment test trains.
+    # Fixed graphs run the same network as the learned one, which the experiment test trains.
     pytest.param("commformer", "full", marks=pytest.mark.slow),
-    ("commformer", "none"),
+    pytest.param("commformer", "none", marks=pytest.mark.slow),
     ("mappo", "learned"),
 ])
 def test_baselines_build_and_run(make_tiny_config, kind, mode):
@@ -99,3 +99,19 @@ def test_baselines_build_and_run(make_tiny_config, kind, mode):
     chex.assert_trees_all_equal(state.params["alpha"], jnp.zeros_like(state.params["alpha"]))
     expected = {"full": 1.0 - np.eye(3), "none": np.zeros((3, 3))}[mode if kind == "commformer" else "none"]
     np.testing.assert_array_equal(trainer.graph(state.params, state.update), expected)
+
+
+@pytest.mark.slow
+def test_continuous_actions_train_chunk(make_tiny_config):
+    config = make_tiny_config()
+    config.env.continuous_actions = True
+    config.ppo.num_epochs, config.graph.alpha_period = 2, 2
+    validate(config)
+    trainer = train.make_train(config)
+    state, metrics = trainer.train_chunk(trainer.init(jax.random.key(0)))
+    for name, values in metrics.items():
+        assert np.all(np.isfinite(values)), name
+    # A Normal with std <= 0.5 has entropy <= 0.5 log(2 pi e / 4) in each of the 5 dimensions.
+    assert float(metrics["entropy"].max()) <= 5 * 0.5 * np.log(2 * np.pi * np.e / 4)
+    result = trainer.evaluate(state.params, state.update, jax.random.key(1))
+    assert np.isfinite(float(result["episode_return"]))

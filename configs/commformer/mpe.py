@@ -1,0 +1,29 @@
+"""CommFormer on MPE simple_spread (3 agents cover 3 landmarks, 25-step episodes), discrete or continuous.
+
+Run:
+  python -m launch.main --config=configs/commformer/mpe.py --workdir=runs/commformer_mpe
+  python -m launch.main --config=configs/commformer/mpe.py:quick --workdir=runs/commformer_mpe_quick
+  python -m launch.main --config=configs/commformer/mpe.py:continuous --workdir=runs/commformer_mpe_cont
+
+Every field and the '' / 'quick' variants are those of configs/commformer/smax.py with the environment
+replaced; 'continuous' is the default variant with a Normal action head. MPE has no win condition, so
+`test_win_rate` is 0 and `test_episode_return` (agent-mean return per episode) is the score. The default
+variant (32 environments, 1M steps) takes roughly an hour on 2 CPU cores (an estimate); quick takes a minute.
+"""
+
+import os
+
+from jaxlab.core.config import load_config_file
+
+
+def get_config(variant: str = ""):
+    if variant not in ("", "quick", "continuous"):
+        raise ValueError(f"unknown variant {variant!r} of configs/commformer/mpe.py; expected '', 'quick' or "
+                         "'continuous'")
+    config = load_config_file(os.path.join(os.path.dirname(__file__), "smax.py"), "quick" if variant == "quick" else "")
+    config.env.name = "MPE_simple_spread_v3"
+    config.env.continuous_actions = variant == "continuous"
+    if variant != "quick":
+        config.ppo.rollout_length = 50  # Two 25-step episodes per environment and update.
+        config.train.total_env_steps = 1_000_000
+    return config
