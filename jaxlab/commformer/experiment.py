@@ -168,6 +168,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     bar = progress_lib.progress(trainer.num_chunks, desc=f"commformer {config.env.name}", unit="chunk",
                                 initial=chunks_done)
     for chunk in range(chunks_done, trainer.num_chunks):
+        if time_limit_s > 0 and elapsed_s >= time_limit_s:  # A rerun of a run that stopped on its time limit.
+            break
         start = time.perf_counter()
         state, metrics = trainer.train_chunk(state)
         metrics = jax.device_get(metrics)
