@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -83,17 +84,11 @@ def test_experts_differ_from_base_and_each_other(built):
     model, base, heads, expert_params = experts.load_experts(tiny_config(), 0, root=root)
     assert len(heads) == len(expert_params) == 2
     for expert in expert_params:
-        chex_tree_shapes_equal(base, expert)
+        chex.assert_trees_all_equal_shapes_and_dtypes(base, expert)
         assert float(tree_lib.tree_norm(tree_lib.tree_sub(expert, base))) > 1e-3
     assert float(tree_lib.tree_norm(tree_lib.tree_sub(expert_params[0], expert_params[1]))) > 1e-3
     _, _, _, seed_1 = experts.load_experts(tiny_config(), 1, root=root)
     assert float(tree_lib.tree_norm(tree_lib.tree_sub(seed_1[0], expert_params[0]))) > 1e-6
-
-
-def chex_tree_shapes_equal(a, b):
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for leaf_a, leaf_b in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        assert leaf_a.shape == leaf_b.shape
 
 
 def test_cache_reused_without_training(built, monkeypatch):
