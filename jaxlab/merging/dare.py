@@ -165,8 +165,42 @@ def dare_task_arithmetic(
     Defaults are fusion-bench's `dare/task_arithmetic.yaml` (p 0.5, lambda 0.3,
     rescale). Pass either `key` (masks drawn by `dare_masks`) or `masks`.
     """
-    vectors = _dropped_task_vectors(pretrained, finetuned, key, masks, drop_rate, rescale, include)
-    return task_arithmetic.merge_task_vectors(pretrained, vectors, scaling)
+    if (key is None) == (masks is None):
+        raise ValueError("Pass exactly one of key (to draw DARE masks) and masks (to use given ones).")
+    _check_drop_rate(drop_rate, rescale)
+    checks.check_models(pretrained, finetuned)
+    if masks is not None:
+        _check_masks(masks, pretrained, len(finetuned))
+        masks = list(masks)
+    coefficients = task_arithmetic._as_weights(scaling, len(finetuned), "scaling")
+    flags = tuple(_include_flags(pretrained, include))
+    return _dare_task_arithmetic_jit(pretrained, list(finetuned), key, masks, drop_rate, coefficients, flags, rescale)
+
+
+@functools.partial(jax.jit, static_argnames=("include_flags", "rescale"))
+def _dare_task_arithmetic_jit(pretrained, finetuned, key, masks, drop_rate, coefficients, include_flags, rescale):
+    """Fuse mask drawing, dropping and the weighted sum, so no dropped task vector is stored."""
+    base_leaves, treedef = jax.tree.flatten(pretrained)
+    model_leaves = [jax.tree.leaves(model) for model in finetuned]
+    mask_leaves = None if masks is None else [jax.tree.leaves(mask) for mask in masks]
+    merged = []
+    for index, (base, included) in enumerate(zip(base_leaves, include_flags)):
+        total = jnp.zeros_like(base)
+        for task, leaves in enumerate(model_leaves):
+            tau = leaves[index] - base
+            if included:
+                if mask_leaves is None:
+                    # The same draw as dare_masks(key, ...)[task] at this leaf.
+                    leaf_key = jax.random.fold_in(jax.random.fold_in(key, task), index)
+                    keep = jax.random.uniform(leaf_key, base.shape) > drop_rate
+                else:
+                    keep = mask_leaves[task][index]
+                tau = jnp.where(keep, tau, jnp.zeros_like(tau))
+                if rescale:
+                    tau = tau / (1 - jnp.asarray(drop_rate, tau.dtype))
+            total = total + coefficients[task].astype(tau.dtype) * tau
+        merged.append(base + total)
+    return jax.tree.unflatten(treedef, merged)
 
 
 def dare_ties_merging(
@@ -187,6 +221,8 @@ def dare_ties_merging(
     Defaults are fusion-bench's `dare/ties_merging.yaml` (p 0.5, lambda 0.5,
     threshold 20 %, merge "sum", rescale). Pass either `key` or `masks`.
     """
+    # NOTE: unlike dare_task_arithmetic, this stores the T dropped task vectors and the masks
+    # (about 1.25 models per expert in float32) before Ties runs.
     vectors = _dropped_task_vectors(pretrained, finetuned, key, masks, drop_rate, rescale, include)
     merged_vector = ties.ties_merge_task_vectors(vectors, keep_fraction, merge)
     return ties.add_scaled_jit(pretrained, merged_vector, jnp.asarray(scaling))

@@ -83,3 +83,14 @@ def test_mask_shape_checked(models):
     masks[1]["head"] = jnp.ones((4,), bool)
     with pytest.raises(ValueError, match="masks\\[1\\] at 'head' has shape \\(4,\\)"):
         merging.dare_task_arithmetic(pretrained, finetuned, masks=masks)
+
+
+def test_key_path_uses_dare_masks(models):
+    pretrained, finetuned = models
+    key = jax.random.key(7)
+    masks = merging.dare_masks(key, pretrained, len(finetuned), 0.3)
+    from_key = merging.dare_task_arithmetic(pretrained, finetuned, key=key, drop_rate=0.3, include=r"kernel$")
+    from_masks = merging.dare_task_arithmetic(pretrained, finetuned, masks=masks, drop_rate=0.3, include=r"kernel$")
+    np.testing.assert_allclose(flatten(from_key), flatten(from_masks), atol=1e-6)
+    np.testing.assert_allclose(from_key["head"], merging.task_arithmetic(pretrained, finetuned, 0.3)["head"],
+                               atol=1e-6)
