@@ -7,8 +7,9 @@ Passes", NeurIPS 2023):
     l+ = L(θ + εz),  l- = L(θ - εz),  g = (l+ - l-) / (2ε),  θ <- θ - lr·(g·z + wd·θ).
 
 z is never stored. It is regenerated from the step key for each of the three passes over the parameters:
-+εz, -2εz, then restore-and-update fused into one pass. The parameters are updated in place through buffer
-donation, so memory stays near one copy of the parameters plus the activations of one forward pass.
++εz, -2εz, then restore-and-update fused into one pass. Each pass walks every leaf in chunks inside a loop
+that updates the donated parameter buffers in place, so memory stays near one copy of the parameters plus
+the activations of one forward pass.
 
 LeZO (Wang et al., arXiv 2410.09823) draws K of the G layer groups each step (`active_fraction`) and
 perturbs and updates only those. Each group's z comes from fold_in(noise_key, group id), so it does not depend
@@ -16,8 +17,9 @@ on which other groups were drawn, and inactive groups sit behind `lax.cond`: no 
 and no arithmetic touches them. `active_fraction=1` is MeZO.
 
 Sparse-MeZO (Liu et al., arXiv 2402.15751) perturbs only the entries whose magnitude is at most a per-leaf
-threshold; here the threshold is the `sparse_keep_fraction` quantile of |θ| at initialisation, and the
-mask is taken from the parameters at the start of each step so that all three passes use the same one.
+threshold. Here the threshold is the `sparse_keep_fraction` quantile of |θ| at initialisation, and the
+mask is taken from the parameters at the start of each step and kept as packed bits (1/32 of the float32
+parameters), so that all three passes use the same one.
 """
 
 from __future__ import annotations
@@ -124,10 +126,48 @@ def _learning_rate(config: ZOConfig, step: jax.Array) -> jax.Array:
     return jnp.asarray(config.learning_rate, jnp.float32)
 
 
-def _leaf_noise(noise_key: jax.Array, group: int, leaf_index: int, leaf: jax.Array) -> jax.Array:
-    """Return z for one leaf: standard normal from fold_in(fold_in(noise_key, group), leaf index)."""
-    key = jax.random.fold_in(jax.random.fold_in(noise_key, group), leaf_index)
-    return jax.random.normal(key, leaf.shape, jnp.float32)
+# Noise is drawn and applied in chunks of this many entries, in a loop that updates each leaf in place, so
+# the random bits and normals of a pass never occupy more than a few chunks of memory at once.
+NOISE_CHUNK = 1 << 18
+
+
+def _chunked_pass(leaf: jax.Array, leaf_key: jax.Array, update: Callable[[jax.Array, jax.Array], jax.Array],
+                  chunk: int = NOISE_CHUNK, mask_bits: jax.Array | None = None) -> jax.Array:
+    """Return `update(values, z)` applied to the flattened leaf chunk by chunk, z ~ N(0, 1) per chunk.
+
+    Chunk i draws its z from fold_in(leaf_key, i), so z is a fixed function of (leaf_key, leaf size) and
+    every pass regenerates the same noise. `mask_bits` (uint8, `jnp.packbits` of a flat bool mask) zeroes z
+    where the mask is False.
+    """
+    flat = leaf.reshape(-1)
+    num_full = flat.size // chunk
+
+    def noise(index, start, length):
+        z = jax.random.normal(jax.random.fold_in(leaf_key, index), (length,), jnp.float32)
+        if mask_bits is None:
+            return z
+        bits = jax.lax.dynamic_slice(mask_bits, (start // 8,), ((length + 7) // 8,))
+        return jnp.where(jnp.unpackbits(bits, count=length).astype(bool), z, 0.0)
+
+    def body(index, values):
+        start = index * chunk
+        new_chunk = update(jax.lax.dynamic_slice(values, (start,), (chunk,)), noise(index, start, chunk))
+        return jax.lax.dynamic_update_slice(values, new_chunk.astype(values.dtype), (start,))
+
+    if num_full:
+        flat = jax.lax.fori_loop(0, num_full, body, flat)
+    tail = flat.size - num_full * chunk
+    if tail:
+        start = num_full * chunk
+        new_tail = update(flat[start:], noise(num_full, start, tail))
+        flat = flat.at[start:].set(new_tail.astype(flat.dtype))
+    return flat.reshape(leaf.shape)
+
+
+def sparse_mask_bits(params: Any, thresholds: tuple) -> tuple:
+    """Return Sparse-MeZO's mask per leaf, |θ| <= threshold, as packed bits (uint8, 1/32 of a float32 leaf)."""
+    return tuple(jnp.packbits(jnp.abs(leaf.astype(jnp.float32)).reshape(-1) <= threshold)
+                 for leaf, threshold in zip(jax.tree.leaves(params), thresholds))
 
 
 def select_groups(key: jax.Array, num_groups: int, num_active: int) -> jax.Array:
@@ -161,20 +201,20 @@ def _map_groups(groups: ParameterGroups, active: jax.Array | None, leaves: list[
 class ZOFunctions(NamedTuple):
     """The pure pieces of a step, for composing or timing them separately.
 
-    perturb(params, noise_key, scale, active, masks) -> params + scale·z on the active groups.
-    restore_and_update(params, noise_key, active, masks, projected_grad, learning_rate) -> parameters moved
-      back by +εz (from θ - εz) and updated, in one pass.
-    sparse_masks(params, state) -> per-leaf bool masks (Sparse-MeZO) or None.
+    perturb(params, noise_key, scale, active, mask_bits=None) -> params + scale·z on the active groups.
+    restore_and_update(params, noise_key, active, mask_bits, projected_grad, learning_rate) -> parameters at
+      θ - εz moved back to θ and updated, in one pass.
     select(key) -> bool[G] active mask, or None when every group is active (MeZO).
+    `mask_bits` is `sparse_mask_bits(params at the step's start, thresholds)` for Sparse-MeZO, else None.
     """
 
     perturb: Callable
     restore_and_update: Callable
-    sparse_masks: Callable
     select: Callable
 
 
-def make_functions(groups: ParameterGroups, config: ZOConfig, decay_mask: Any = None) -> ZOFunctions:
+def make_functions(groups: ParameterGroups, config: ZOConfig, decay_mask: Any = None,
+                   chunk: int = NOISE_CHUNK) -> ZOFunctions:
     """Build the step's pieces for parameters partitioned by `groups`.
 
     Args:
@@ -182,61 +222,58 @@ def make_functions(groups: ParameterGroups, config: ZOConfig, decay_mask: Any = 
       config: the hyperparameters.
       decay_mask: pytree of Python bools, True where weight decay applies; by default
         `groups_lib.weight_decay_mask` (none on biases and LayerNorm).
+      chunk: entries per noise chunk, a multiple of 8 (`NOISE_CHUNK`); z depends on it.
     """
+    if chunk < 8 or chunk % 8:
+        raise ValueError(f"chunk={chunk} is invalid; expected a positive multiple of 8")
     num_active = config.num_active(groups.num_groups)
     every_group_active = num_active == groups.num_groups
     decay_flags = None if decay_mask is None else tuple(bool(f) for f in jax.tree.leaves(decay_mask))
     epsilon = float(config.epsilon)
+    weight_decay = float(config.weight_decay)
 
-    def leaf_position(group: int, leaf: int) -> int:
-        return groups.leaves_of(group).index(leaf)
+    def leaf_key(noise_key, group, leaf_index):
+        position = groups.leaves_of(group).index(leaf_index)
+        return jax.random.fold_in(jax.random.fold_in(noise_key, group), position)
 
-    def noise(noise_key, group, leaf_index, leaf, masks):
-        z = _leaf_noise(noise_key, group, leaf_position(group, leaf_index), leaf)
-        if masks is not None:
-            z = jnp.where(masks[leaf_index], z, 0.0)
-        return z
-
-    def perturb(params, noise_key, scale, active, masks=None):
+    def run_pass(params, noise_key, active, mask_bits, make_update):
         leaves = jax.tree.leaves(params)
 
         def update_group(group, values):
-            return [(value.astype(jnp.float32) + scale * noise(noise_key, group, i, value, masks)).astype(value.dtype)
+            return [_chunked_pass(value, leaf_key(noise_key, group, i), make_update(i), chunk,
+                                  None if mask_bits is None else mask_bits[i])
                     for i, value in zip(groups.leaves_of(group), values)]
 
         return jax.tree.unflatten(groups.treedef, _map_groups(groups, active, leaves, update_group))
 
-    def restore_and_update(params, noise_key, active, masks, projected_grad, learning_rate):
-        leaves = jax.tree.leaves(params)
+    def perturb(params, noise_key, scale, active, mask_bits=None):
+        def make_update(leaf_index):
+            return lambda values, z: values.astype(jnp.float32) + scale * z
+
+        return run_pass(params, noise_key, active, mask_bits, make_update)
+
+    def restore_and_update(params, noise_key, active, mask_bits, projected_grad, learning_rate):
         flags = decay_flags
         if flags is None:
             flags = tuple(jax.tree.leaves(groups_lib.weight_decay_mask(params)))
 
-        def update_group(group, values):
-            new_values = []
-            for i, value in zip(groups.leaves_of(group), values):
-                z = noise(noise_key, group, i, value, masks)
-                restored = value.astype(jnp.float32) + epsilon * z
-                direction = projected_grad * z
-                if config.weight_decay and flags[i]:
-                    direction = direction + config.weight_decay * restored
-                new_values.append((restored - learning_rate * direction).astype(value.dtype))
-            return new_values
+        def make_update(leaf_index):
+            decay = weight_decay if flags[leaf_index] else 0.0
 
-        return jax.tree.unflatten(groups.treedef, _map_groups(groups, active, leaves, update_group))
+            def update(values, z):
+                restored = values.astype(jnp.float32) + epsilon * z
+                return restored - learning_rate * (projected_grad * z + decay * restored)
 
-    def sparse_masks(params, state):
-        if config.sparse_keep_fraction is None:
-            return None
-        return tuple(jnp.abs(leaf.astype(jnp.float32)) <= threshold
-                     for leaf, threshold in zip(jax.tree.leaves(params), state.thresholds))
+            return update
+
+        return run_pass(params, noise_key, active, mask_bits, make_update)
 
     def select(key):
         if every_group_active:
             return None
         return select_groups(key, groups.num_groups, num_active)
 
-    return ZOFunctions(perturb, restore_and_update, sparse_masks, select)
+    return ZOFunctions(perturb, restore_and_update, select)
 
 
 def step_keys(state: ZOState) -> tuple[jax.Array, jax.Array]:
@@ -246,8 +283,9 @@ def step_keys(state: ZOState) -> tuple[jax.Array, jax.Array]:
 
 
 def make_step(loss_fn: LossFn, groups: ParameterGroups, config: ZOConfig, decay_mask: Any = None,
-              donate: bool = True) -> Callable[[Any, ZOState, Any], tuple[Any, ZOState, StepMetrics]]:
-    """Build the jitted `step(params, state, batch) -> (params, state, metrics)`.
+              donate: bool = True, fused: bool = False
+              ) -> Callable[[Any, ZOState, Any], tuple[Any, ZOState, StepMetrics]]:
+    """Build `step(params, state, batch) -> (params, state, metrics)`.
 
     Args:
       loss_fn: `loss_fn(params, batch) -> scalar`, deterministic (dropout off), as in MeZO's eval-mode forwards.
@@ -256,32 +294,53 @@ def make_step(loss_fn: LossFn, groups: ParameterGroups, config: ZOConfig, decay_
       decay_mask: where weight decay applies (see `make_functions`).
       donate: donate the parameter buffers, so the three passes update them in place. The caller must not
         reuse the `params` it passed in.
+      fused: compile the whole step as one program. By default the step dispatches five jitted programs
+        (two perturbations, two forward passes, restore-and-update) without waiting on the host, because
+        XLA keeps an extra copy of the parameters alive inside a fused step. Separate programs with donated
+        buffers keep peak memory at one copy of the parameters plus one forward pass.
     """
     functions = make_functions(groups, config, decay_mask)
     epsilon = float(config.epsilon)
 
-    def step(params, state, batch):
+    def prepare(params, state):
         groups.check_matches(params)
         key_select, key_noise = step_keys(state)
-        active = functions.select(key_select)
-        masks = functions.sparse_masks(params, state)
+        # Sparse-MeZO's mask comes from the start-of-step magnitudes and serves all three passes.
+        mask_bits = sparse_mask_bits(params, state.thresholds) if state.thresholds else None
+        return key_noise, functions.select(key_select), mask_bits
 
-        params = functions.perturb(params, key_noise, epsilon, active, masks)
-        loss_plus = loss_fn(params, batch)
-        params = functions.perturb(params, key_noise, -2.0 * epsilon, active, masks)
-        loss_minus = loss_fn(params, batch)
-
+    def finish(params, state, key_noise, active, mask_bits, loss_plus, loss_minus):
         projected_grad = (loss_plus - loss_minus).astype(jnp.float32) / (2.0 * epsilon)
         finite = jnp.isfinite(projected_grad)
         learning_rate = _learning_rate(config, state.step)
         # A non-finite g restores the parameters without moving them, so one bad batch cannot poison them.
-        params = functions.restore_and_update(params, key_noise, active, masks,
+        params = functions.restore_and_update(params, key_noise, active, mask_bits,
                                               jnp.where(finite, projected_grad, 0.0),
                                               jnp.where(finite, learning_rate, 0.0))
         metrics = StepMetrics(loss_plus, loss_minus, projected_grad, learning_rate, finite)
         return params, state._replace(step=state.step + 1), metrics
 
-    return jax.jit(step, donate_argnums=(0,) if donate else ())
+    def step(params, state, batch, perturb=functions.perturb, forward=loss_fn, finish=finish):
+        key_noise, active, mask_bits = prepare(params, state)
+        params = perturb(params, key_noise, epsilon, active, mask_bits)
+        loss_plus = forward(params, batch)
+        params = perturb(params, key_noise, -2.0 * epsilon, active, mask_bits)
+        loss_minus = forward(params, batch)
+        return finish(params, state, key_noise, active, mask_bits, loss_plus, loss_minus)
+
+    donated = (0,) if donate else ()
+    if fused:
+        return jax.jit(step, donate_argnums=donated)
+
+    prepare = jax.jit(prepare)
+    perturb = jax.jit(functions.perturb, donate_argnums=donated)
+    forward = jax.jit(loss_fn)
+    finish = jax.jit(finish, donate_argnums=donated)
+
+    def dispatched_step(params, state, batch):
+        return step(params, state, batch, perturb=perturb, forward=forward, finish=finish)
+
+    return dispatched_step
 
 
 def estimate_gradient(loss_fn: LossFn, params: Any, batch: Any, noise_key: jax.Array, groups: ParameterGroups,
