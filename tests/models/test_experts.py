@@ -106,6 +106,12 @@ def test_cache_reused_without_training(built, monkeypatch):
     assert accuracy == pytest.approx(summary["expert_accuracy"]["0"]["colours"])
 
 
+def test_unknown_finetune_seed_rejected(built):
+    root, _, _ = built
+    with pytest.raises(ValueError, match="finetune_seed=7"):
+        experts.load_experts(tiny_config(), 7, root=root)
+
+
 def test_corrupted_cache_rejected(built, tmp_path):
     root, _, _ = built
     copy = tmp_path / "cache"
