@@ -21,7 +21,6 @@ import time
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from absl import app, flags
 
@@ -179,7 +178,7 @@ def main(argv):
 
     @functools.partial(jax.jit, static_argnums=1)
     def commformer_chunk(state, length):
-        return jax.lax.scan(lambda s, _: (trainer.train_chunk(s)[0], None), state, None, length=length)[0]
+        return jax.lax.scan(lambda s, _: (trainer.run_chunk(s)[0], None), state, None, length=length)[0]
 
     seconds = _time_updates(commformer_chunk, trainer.init(jax.random.key(0)), num_updates)
     rows.append(("CommFormer (this repo, graph learned, gating on)", num_updates * trainer.env_steps_per_update,

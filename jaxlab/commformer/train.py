@@ -92,8 +92,9 @@ class Trainer:
       num_chunks: `num_updates / updates_per_chunk`.
       env_steps_per_update: `num_envs * rollout_length` environment steps (each of N agents).
       init: key -> TrainState.
-      train_chunk: jitted TrainState -> (TrainState, metrics), metrics being float32 [updates_per_chunk]
-        arrays.
+      run_chunk: TrainState -> (TrainState, metrics), metrics being float32 [updates_per_chunk] arrays; the
+        pure function that `train` scans.
+      train_chunk: `run_chunk` under `jit` (with `FAST_COMPILE_OPTIONS` when `train.fast_compile`).
       evaluate: jitted (params, update, key) -> dict of float32 scalars: win_rate, episode_return,
         gate_rate over `eval_episodes` episodes with greedy actions, the deterministic graph and gates.
       graph: (params, update) -> the deterministic graph used at that update (for plots).
@@ -109,6 +110,7 @@ class Trainer:
     num_chunks: int
     env_steps_per_update: int
     init: Callable[[jax.Array], TrainState]
+    run_chunk: Callable[[TrainState], tuple[TrainState, dict]]
     train_chunk: Callable[[TrainState], tuple[TrainState, dict]]
     evaluate: Callable[[dict, jax.Array, jax.Array], dict]
     graph: Callable[[dict, jax.Array], jax.Array]
@@ -119,7 +121,7 @@ class Trainer:
     def train(self, key: jax.Array) -> tuple[TrainState, dict]:
         """Run the whole training as one pure function: init, then a scan over all chunks."""
         def chunk(state, _):
-            return self.train_chunk(state)
+            return self.run_chunk(state)
 
         state, metrics = jax.lax.scan(chunk, self.init(key), None, length=self.num_chunks)
         return state, jax.tree.map(lambda x: x.reshape(-1), metrics)
@@ -443,7 +445,7 @@ def make_train(config: ml_collections.ConfigDict) -> Trainer:
     # was about 4x faster and the compiled code about 6x slower on 2 CPU cores, which suits tests and demos.
     compiler_options = FAST_COMPILE_OPTIONS if config.train.fast_compile else None
     return Trainer(env=env, model=model, num_links=num_links, num_updates=num_updates, num_chunks=num_chunks,
-                   env_steps_per_update=env_steps_per_update, init=init,
+                   env_steps_per_update=env_steps_per_update, init=init, run_chunk=train_chunk,
                    train_chunk=jax.jit(train_chunk, compiler_options=compiler_options),
                    evaluate=jax.jit(evaluate, compiler_options=compiler_options), graph=deterministic_graph, collect=collect, run_epoch=run_epoch,
                    loss=loss_fn)

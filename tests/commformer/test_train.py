@@ -115,3 +115,20 @@ def test_continuous_actions_train_chunk(make_tiny_config):
     assert float(metrics["entropy"].max()) <= 5 * 0.5 * np.log(2 * np.pi * np.e / 4)
     result = trainer.evaluate(state.params, state.update, jax.random.key(1))
     assert np.isfinite(float(result["episode_return"]))
+
+
+@pytest.mark.slow
+def test_pure_train_matches_chunked_loop(make_tiny_config):
+    config = make_tiny_config()
+    trainer = train.make_train(config)
+    key = jax.random.key(0)
+    state, metrics = jax.jit(trainer.train, compiler_options=train.FAST_COMPILE_OPTIONS)(key)
+
+    chunked_state, chunk_metrics = trainer.init(key), []
+    for _ in range(trainer.num_chunks):
+        chunked_state, metrics_of_chunk = trainer.train_chunk(chunked_state)
+        chunk_metrics.append(metrics_of_chunk)
+    assert int(state.update) == trainer.num_updates
+    chex.assert_trees_all_close(state.params, chunked_state.params, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(metrics["episode_return"],
+                               np.concatenate([m["episode_return"] for m in chunk_metrics]), rtol=1e-5)
