@@ -112,3 +112,4 @@ register("polar_product_code", run="jaxlab.polar.product_experiment:run",
 register("vne_baselines", run="jaxlab.vne.experiment:run", validate="jaxlab.vne.experiment:validate")
 register("zo_finetune", run="jaxlab.zo.experiment:run", validate="jaxlab.zo.experiment:validate")
 register("image_experts", run="jaxlab.models.experts:run", validate="jaxlab.models.experts:validate")
+register("commformer", run="jaxlab.commformer.experiment:run", validate="jaxlab.commformer.experiment:validate")
