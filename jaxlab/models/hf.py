@@ -20,9 +20,13 @@ Files. A checkpoint is a directory with `config.json` and `model.safetensors`
 (or shards listed in `model.safetensors.index.json`), as written by
 transformers' `save_pretrained`. Supported `model_type`s: `clip_vision_model`
 (CLIPVisionModel, CLIPVisionModelWithProjection), `clip` (the vision tower
-and visual projection of a full CLIPModel; the text tower is skipped) and
+and visual projection of a full CLIPModel; the text tower is skipped),
 `bert` (BertModel, or the `bert.` part of a task model such as
-BertForMaskedLM). Nothing is downloaded: `load_clip_vision` reads a local
+BertForMaskedLM) and `opt` (OPTForCausalLM or OPTModel). OPTModel's
+`decoder.` names gain the `model.` prefix. OPT's LM head is tied to
+`embed_tokens`, so `lm_head.weight` may be absent and must equal the
+embedding when present.
+Nothing is downloaded: `load_clip_vision` reads a local
 directory or the local Hugging Face cache.
 """
 
@@ -42,16 +46,19 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from jaxlab.models import bert, clip
+from jaxlab.models import bert, clip, opt
 
-ModelConfig = Union[clip.CLIPVisionConfig, bert.BertConfig]
+ModelConfig = Union[clip.CLIPVisionConfig, bert.BertConfig, opt.OPTConfig]
 PathLike = Union[str, os.PathLike]
 
 # Module names whose `weight` is a LayerNorm scale or an embedding table.
 LAYER_NORM_NAMES = frozenset({"layer_norm1", "layer_norm2", "pre_layrnorm", "post_layernorm",
-                              "LayerNorm"})
+                              "LayerNorm", "self_attn_layer_norm", "final_layer_norm"})
 EMBEDDING_NAMES = frozenset({"position_embedding", "position_embeddings", "word_embeddings",
-                             "token_type_embeddings"})
+                             "token_type_embeddings", "embed_tokens", "embed_positions"})
+# Name of OPT's LM head, tied to the token embedding and so not a jaxlab parameter.
+OPT_LM_HEAD = "lm_head.weight"
+OPT_EMBED_TOKENS = "model.decoder.embed_tokens.weight"
 # Buffers that transformers saved in older checkpoints; they are not parameters.
 IGNORED_BUFFER = re.compile(r"(^|\.)position_ids$")
 # Expected tower configs of the CLIP checkpoints used by model-merging papers, by hub id.
@@ -117,8 +124,10 @@ def build_module(config: ModelConfig) -> nn.Module:
         return clip.CLIPVisionModel(config)
     if isinstance(config, bert.BertConfig):
         return bert.BertModel(config)
+    if isinstance(config, opt.OPTConfig):
+        return opt.OPTForCausalLM(config)
     raise TypeError(f"unsupported config type {type(config).__name__}; expected "
-                    "CLIPVisionConfig or BertConfig")
+                    "CLIPVisionConfig, BertConfig or OPTConfig")
 
 
 def parameter_shapes(config: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
@@ -166,9 +175,33 @@ def config_from_hf(hf_config: Mapping[str, Any], tensor_names: set[str],
                   if name in hf_config and name != "add_pooling_layer"}
         kwargs["add_pooling_layer"] = "pooler.dense.weight" in tensor_names
         return bert.BertConfig(**kwargs)
+    if model_type == "opt":
+        return _opt_config_from_hf(hf_config, source)
     raise CheckpointError(
         f"{source}: unsupported model_type {model_type!r} (architectures {architectures}); "
-        "expected 'clip_vision_model', 'clip' or 'bert'")
+        "expected 'clip_vision_model', 'clip', 'bert' or 'opt'")
+
+
+def _opt_config_from_hf(hf_config: Mapping[str, Any], source: str) -> opt.OPTConfig:
+    """Build an OPTConfig, rejecting the config.json options that jaxlab's OPT does not implement."""
+    unsupported = {
+        "tie_word_embeddings": (True, "an untied lm_head"),
+        "_remove_final_layer_norm": (False, "a decoder without its final LayerNorm"),
+        "layerdrop": (0.0, "LayerDrop"),
+    }
+    for name, (supported, meaning) in unsupported.items():
+        if name in hf_config and hf_config[name] != supported:
+            raise CheckpointError(f"{source}: {name}={hf_config[name]!r} ({meaning}) is not "
+                                  f"supported; jaxlab's OPT needs {name}={supported!r}")
+    if isinstance(hf_config.get("eos_token_id"), list):
+        raise CheckpointError(f"{source}: eos_token_id={hf_config['eos_token_id']!r} is a list; "
+                              "jaxlab's OPTConfig expects one id")
+    kwargs = {name: hf_config[name] for name in _fields(opt.OPTConfig)
+              if hf_config.get(name) is not None}
+    try:
+        return opt.OPTConfig(**kwargs)
+    except ValueError as error:
+        raise CheckpointError(f"{source}: {error}") from None
 
 
 def config_to_hf(config: ModelConfig) -> dict[str, Any]:
@@ -189,6 +222,10 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
         return {"architectures": ["BertModel"], "model_type": "bert",
                 "position_embedding_type": "absolute", "initializer_range": 0.02,
                 "dtype": "float32", **fields}
+    if isinstance(config, opt.OPTConfig):
+        return {"architectures": ["OPTForCausalLM"], "model_type": "opt",
+                "tie_word_embeddings": True, "_remove_final_layer_norm": False, "layerdrop": 0.0,
+                "init_std": 0.02, "dtype": "float32", **fields}
     raise TypeError(f"unsupported config type {type(config).__name__}")
 
 
@@ -268,6 +305,20 @@ def _select_tensors(hf_config: Mapping[str, Any], tensors: dict[str, np.ndarray]
         if isinstance(config, bert.BertConfig) and not config.add_pooling_layer:
             selected = {name: value for name, value in selected.items()
                         if not name.startswith("pooler.")}
+    elif model_type == "opt":
+        selected = _select_opt_tensors(selected)
+    return selected
+
+
+def _select_opt_tensors(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Name OPTModel tensors as OPTForCausalLM does and drop the tied lm_head."""
+    selected = {(f"model.{name}" if name.startswith("decoder.") else name): value
+                for name, value in tensors.items()}
+    head = selected.pop(OPT_LM_HEAD, None)
+    embedding = selected.get(OPT_EMBED_TOKENS)
+    if head is not None and embedding is not None and not np.array_equal(head, embedding):
+        raise CheckpointError(f"{OPT_LM_HEAD} differs from {OPT_EMBED_TOKENS}; jaxlab's OPT ties "
+                              "the LM head to the token embedding, so it cannot load an untied head")
     return selected
 
 
@@ -348,8 +399,8 @@ def load_hf(path: PathLike, config: Optional[ModelConfig] = None) -> tuple[nn.Mo
         expected and found value. None accepts any supported checkpoint.
 
     Returns:
-      (module, params): an unbound `CLIPVisionModel` or `BertModel` and its
-      float32 parameters, for `module.apply({"params": params}, ...)`.
+      (module, params): an unbound `CLIPVisionModel`, `BertModel` or
+      `OPTForCausalLM` and its float32 parameters, for `module.apply({"params": params}, ...)`.
     """
     directory = Path(path)
     if not directory.is_dir():
@@ -372,7 +423,9 @@ def save_hf(path: PathLike, config: ModelConfig, params: Mapping) -> Path:
     """Write `params` as a Hugging Face checkpoint (config.json + model.safetensors).
 
     transformers loads the result with `CLIPVisionModel`,
-    `CLIPVisionModelWithProjection` or `BertModel.from_pretrained(path)`.
+    `CLIPVisionModelWithProjection`, `BertModel` or
+    `OPTForCausalLM.from_pretrained(path)`; OPT's tied `lm_head.weight` is
+    not written, as transformers' `save_pretrained` also omits it.
     Both files are written under temporary names and then renamed, so an
     interrupted save leaves no half-written checkpoint file.
     """
