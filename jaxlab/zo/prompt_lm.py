@@ -184,7 +184,8 @@ class PromptClassifier:
         output = self.model.apply({"params": params}, tokens["input_ids"], attention_mask,
                                   compute_logits=False)
         positions = jnp.arange(attention_mask.shape[1])
-        last_index = jnp.max(jnp.where(attention_mask > 0, positions, -1), axis=1)
+        # An all-padding row (batch filler) reads position 0, so its logits stay finite.
+        last_index = jnp.max(jnp.where(attention_mask > 0, positions, 0), axis=1)
         last_hidden = jnp.take_along_axis(output.last_hidden_state, last_index[:, None, None], axis=1)[:, 0]
         # The tied LM head's rows for the label words; the other vocabulary logits are never formed.
         label_embeddings = opt.token_embedding(params)[self.label_token_ids]

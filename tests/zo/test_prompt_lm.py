@@ -86,6 +86,17 @@ def test_padding_leaves_logits_unchanged(classifier, tokenizer, params):
     np.testing.assert_allclose(single, reference[1:2], rtol=0, atol=1e-5)
 
 
+def test_all_padding_row_is_finite(classifier, params):
+    tokens = classifier.tokenize(TEXTS[:1])
+    # Batch filler as jaxlab.zo.classifier.accuracy appends it: zero ids and an all-zero mask.
+    filled = {name: np.concatenate([array, np.zeros_like(array)]) for name, array in tokens.items()}
+
+    logits = classifier.logits(params, filled)
+
+    assert np.all(np.isfinite(logits))
+    np.testing.assert_allclose(logits[:1], classifier.logits(params, tokens), rtol=0, atol=1e-5)
+
+
 def test_loss_is_cross_entropy(classifier, params):
     tokens = classifier.tokenize(TEXTS)
     labels = jnp.array([1, 0, 1])
