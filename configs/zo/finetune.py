@@ -19,10 +19,14 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.seed = 0  # Draws the task's examples, the data order and the perturbations.
 
     config.model = ml_collections.ConfigDict()
-    config.model.name = "minilm"  # "minilm" (packaged pretrained weights) or "tiny_bert" (random, for tests).
+    # "minilm" (packaged pretrained weights), "tiny_bert" (random, for tests) or "opt" (a local Hugging Face
+    # OPT checkpoint, read through a prompt with one label word per class, as MeZO fine-tunes OPT).
+    config.model.name = "minilm"
     config.model.max_length = 32  # Tokens per gloss; WordNet glosses rarely need more.
     # Regex on parameter paths (e.g. "encoder/embeddings"); matching leaves stay fixed. Empty: tune all.
     config.model.frozen_pattern = ""
+    config.model.checkpoint_dir = ""  # OPT only: directory with config.json, model.safetensors, tokenizer.json.
+    config.model.label_words = ()  # OPT only: one single-token word per class; () derives them from class names.
 
     config.task = ml_collections.ConfigDict()
     config.task.name = "noun_concrete"  # A key of jaxlab.data.text.TEXT_TASKS.

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -31,9 +31,10 @@ from jaxlab.models import hf
 from jaxlab.models import minilm
 from jaxlab.zo import classifier as classifier_lib
 from jaxlab.zo import groups as groups_lib
+from jaxlab.zo import prompt_lm
 from jaxlab.zo import spsa
 
-MODELS = ("minilm", "tiny_bert")
+MODELS = ("minilm", "tiny_bert", "opt")
 OPTIMIZERS = ("mezo", "lezo", "sparse_mezo", "adamw")
 
 
@@ -43,6 +44,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     config_lib.require_choice(config, "model.name", MODELS)
     config_lib.require_int(config, "model.max_length", min=2, max=512)
     config_lib.require_str(config, "model.frozen_pattern", nonempty=False)
+    if config.model.name == "opt":
+        config_lib.require(config, "model.checkpoint_dir", lambda d: isinstance(d, str) and os.path.isdir(d),
+                           "a local Hugging Face OPT directory with config.json, model.safetensors and "
+                           "tokenizer.json")
+        config_lib.require(config, "model.label_words", lambda w: isinstance(w, (tuple, list)) and all(
+            isinstance(word, str) and word for word in w),
+            "a tuple of one non-empty label word per class, or () for words from the class names")
     config_lib.require_choice(config, "task.name", tuple(text_lib.TEXT_TASKS))
     config_lib.require_int(config, "task.train_per_class", min=1)
     config_lib.require_int(config, "task.test_per_class", min=1)
@@ -80,7 +88,7 @@ def zo_config(config: ml_collections.ConfigDict) -> spsa.ZOConfig:
 
 
 def _load_encoder(config) -> tuple[bert.BertModel, dict, Any]:
-    """Return the pooler-free encoder, its params and a tokenizer for the configured model."""
+    """Return the pooler-free encoder, its params and a tokenizer for the configured BERT model."""
     model_dir = minilm.find_model_dir()
     tokenizer = minilm.load_tokenizer(model_dir, config.model.max_length)
     if config.model.name == "minilm":
@@ -92,6 +100,33 @@ def _load_encoder(config) -> tuple[bert.BertModel, dict, Any]:
                                max_position_embeddings=max(64, config.model.max_length), add_pooling_layer=False)
     module = bert.BertModel(tiny)
     return module, module.init_params(jax.random.fold_in(jax.random.key(config.seed), 1)), tokenizer
+
+
+def build_model(config, task) -> tuple[Any, dict, Callable[[list[str]], dict[str, np.ndarray]]]:
+    """Return (classifier, initial params, tokenize) for the configured model and task.
+
+    BERT models get a cosine head at the class prototypes. An OPT model reads the classes from its
+    next-token logits over one label word per class, the prompt-based setup in which MeZO fine-tunes OPT.
+    """
+    if config.model.name == "opt":
+        checkpoint_dir = config.model.checkpoint_dir
+        module, params = hf.load_hf(checkpoint_dir)
+        words = tuple(config.model.label_words) or None
+        template = prompt_lm.gloss_template(task.class_names, words)
+        tokenizer = prompt_lm.load_tokenizer(os.path.join(checkpoint_dir, "tokenizer.json"))
+        model = prompt_lm.PromptClassifier(module, tokenizer, template, config.model.max_length)
+        return model, params, model.tokenize
+
+    encoder, encoder_params, tokenizer = _load_encoder(config)
+    model = classifier_lib.TextClassifier(encoder, task.num_classes)
+
+    def tokenize(texts):
+        return minilm.tokenize(tokenizer, texts)
+
+    train_embeddings = classifier_lib.embed_all(model, encoder_params, tokenize(task.train_texts),
+                                                config.eval_batch_size)
+    head = classifier_lib.prototype_head(train_embeddings, np.asarray(task.train_labels), task.num_classes)
+    return model, {"encoder": encoder_params, "head": jax.tree.map(jnp.asarray, head)}, tokenize
 
 
 def _state_template(optimizer_name: str, trainable: dict, adamw_init) -> dict:
@@ -106,18 +141,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Fine-tune, evaluate and write results; resume from `workdir/checkpoints` when present."""
     task = text_lib.load_text_task(config.task.name, train_per_class=config.task.train_per_class,
                                    test_per_class=config.task.test_per_class, seed=config.seed)
-    encoder, encoder_params, tokenizer = _load_encoder(config)
-    model = classifier_lib.TextClassifier(encoder, task.num_classes)
-    train_tokens = minilm.tokenize(tokenizer, task.train_texts)
-    test_tokens = minilm.tokenize(tokenizer, task.test_texts)
+    model, params, tokenize = build_model(config, task)
+    train_tokens = tokenize(task.train_texts)
+    test_tokens = tokenize(task.test_texts)
     train_labels = np.asarray(task.train_labels, np.int32)
     test_labels = np.asarray(task.test_labels, np.int32)
-    if config.batch_size > len(train_labels):
-        raise ValueError(f"batch_size={config.batch_size} exceeds the {len(train_labels)} training examples")
-
-    train_embeddings = classifier_lib.embed_all(model, encoder_params, train_tokens, config.eval_batch_size)
-    head = classifier_lib.prototype_head(train_embeddings, train_labels, task.num_classes)
-    params = {"encoder": encoder_params, "head": jax.tree.map(jnp.asarray, head)}
     trainable, frozen = classifier_lib.split_trainable(params, config.model.frozen_pattern)
 
     def loss_fn(trainable_params, batch):
@@ -155,7 +183,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         logging.info("Resumed from checkpoint %d.", start_step)
     if initial_accuracy is None:
         initial_accuracy = evaluate(trainable)
-        logging.info("Initial test accuracy (prototype head): %.4f", initial_accuracy)
+        logging.info("Initial test accuracy: %.4f", initial_accuracy)
 
     if name == "adamw":
         opt_state = restored["opt_state"] if start_step else optimizer.init(trainable)

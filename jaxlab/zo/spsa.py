@@ -128,7 +128,7 @@ def _learning_rate(config: ZOConfig, step: jax.Array) -> jax.Array:
 
 # Noise is drawn and applied in chunks of this many entries, in a loop that updates each leaf in place, so
 # the random bits and normals of a pass never occupy more than a few chunks of memory at once.
-NOISE_CHUNK = 1 << 18
+NOISE_CHUNK = 1 << 16
 
 
 def _chunked_pass(leaf: jax.Array, leaf_key: jax.Array, update: Callable[[jax.Array, jax.Array], jax.Array],

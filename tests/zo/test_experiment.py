@@ -85,3 +85,37 @@ def test_frozen_pattern_splits_and_merges():
     assert classifier.merge_trainable(trainable, frozen) == params
     with pytest.raises(ValueError, match="freezes every parameter"):
         classifier.split_trainable(params, ".")
+
+
+def test_opt_prompt_model_runs_from_local_checkpoint(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers", reason="the OPT prompt classifier reads tokenizer.json")
+    import jax
+
+    from jaxlab.models import hf, opt
+
+    # A tiny OPT checkpoint with a byte-level BPE tokenizer trained here, offline, on text that makes both
+    # label words single tokens.
+    checkpoint = tmp_path / "tiny_opt"
+    hf.save_hf(checkpoint, opt.TINY, opt.OPTForCausalLM(opt.TINY).init_params(jax.random.key(0)))
+    tokenizer = tokenizers.Tokenizer(tokenizers.models.BPE())
+    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = tokenizers.trainers.BpeTrainer(vocab_size=opt.TINY.vocab_size,
+                                             special_tokens=["<s>", "<pad>", "</s>", "<unk>"], show_progress=False)
+    tokenizer.train_from_iterator(["This is about adjective", "This is about adverb"] * 50, trainer)
+    tokenizer.save(str(checkpoint / "tokenizer.json"))
+
+    config = _tiny_config("lezo")
+    config.model.name = "opt"
+    config.model.checkpoint_dir = str(checkpoint)
+    config.model.label_words = (" adjective", " adverb")
+    experiment.validate(config)
+    results = experiment.run(config, str(tmp_path / "run"))
+    assert results["model"] == "opt"
+    assert results["accuracy_curve"]["step"] == [6, 12]
+
+
+def test_opt_needs_checkpoint_dir():
+    config = _tiny_config()
+    config.model.name = "opt"
+    with pytest.raises(config_lib.ConfigError, match="model.checkpoint_dir"):
+        experiment.validate(config)
