@@ -113,3 +113,4 @@ register("vne_baselines", run="jaxlab.vne.experiment:run", validate="jaxlab.vne.
 register("zo_finetune", run="jaxlab.zo.experiment:run", validate="jaxlab.zo.experiment:validate")
 register("image_experts", run="jaxlab.models.experts:run", validate="jaxlab.models.experts:validate")
 register("commformer", run="jaxlab.commformer.experiment:run", validate="jaxlab.commformer.experiment:validate")
+register("vne_conal", run="jaxlab.vne.conal.experiment:run", validate="jaxlab.vne.conal.experiment:validate")
