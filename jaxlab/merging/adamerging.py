@@ -58,7 +58,7 @@ class AdaMerging(NamedTuple):
     Attributes:
         init: () -> AdaMergingState with every coefficient at the initial value.
         step: (state, batches) -> (state, metrics); one optimizer update. `batches`
-            is a tuple with one unlabelled batch per task; metrics holds 'loss'
+            is a tuple with one unlabelled batch per task. The metrics are 'loss'
             (summed entropy before the update) and 'entropy' ([T] per task).
         merge: (state) -> merged parameters with the clamped coefficients.
         coefficients: (state) -> the coefficients as used, clamped when clamping is on.

@@ -21,7 +21,7 @@ from jaxlab.core import metrics
 PyTree = Any
 AVERAGE_COLUMN = "Avg"
 METHOD_COLUMN = "Method"
-# Rows of the comparison tables in the Ties-Merging and AdaMerging papers, in their order.
+# Row order of the results tables in the multi-task model-merging literature.
 PAPER_ROWS = (
     "Individual",
     "Traditional MTL",

@@ -50,7 +50,7 @@ def fusion_bench_fisher_objective(logits_fn: Callable[[PyTree, Any], jax.Array])
 
     fusion-bench squares the gradient of sum_c sqrt(p_c) log p_c, with sqrt(p_c)
     held constant, summed over a batch. With one example per batch this equals
-    the per-example squared gradient of the objective returned here; with larger
+    the per-example squared gradient of the objective returned here. With larger
     batches fusion-bench squares a batch sum, which is not a per-example Fisher.
 
     Args:
@@ -114,7 +114,7 @@ def diagonal_fisher(
             unbatched example, e.g. from `categorical_log_likelihood`.
         params: the model's parameter tree.
         examples: a pytree of arrays with a leading example axis [N, ...].
-        batch_size: examples per vmapped batch (memory holds batch_size gradients).
+        batch_size: examples per vmapped batch; memory grows with batch_size gradients.
 
     Returns:
         A tree shaped like `params` with the Fisher diagonal (float, >= 0).

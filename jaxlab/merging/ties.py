@@ -68,7 +68,7 @@ class _TaskVectorLeaves:
         self.num_leaves = len(self.model_leaves[0])
 
     def tau(self, task: int, leaf: int, one: jax.Array | None = None) -> jax.Array:
-        """Return tau[task][leaf]; `one`, an exact 1, makes it depend on a loop variable."""
+        """Return tau[task][leaf]. Multiplying by `one`, an exact 1, makes it depend on a loop variable."""
         value = self.model_leaves[task][leaf]
         if one is not None:
             value = value * one.astype(value.dtype)
@@ -103,9 +103,9 @@ def _magnitude_thresholds(vectors: _TaskVectorLeaves, keep_fraction: float) -> j
         return lax.bitcast_convert_type(jnp.abs(tau), bits_dtype)
 
     def count_at_most(bounds: jax.Array) -> jax.Array:
-        # bounds <= bits(inf) < the all-ones pattern, so `one` is exactly 1; but because it
-        # depends on the loop state, XLA cannot hoist |tau| out of the loop into T
-        # task-vector-sized buffers.
+        # bounds <= bits(inf) < the all-ones pattern, so every entry of `ones` is exactly 1.
+        # Because `ones` depends on the loop state, XLA cannot hoist |tau| out of the loop
+        # into T task-vector-sized buffers.
         ones = (bounds != jnp.array(jnp.iinfo(bits_dtype).max, bits_dtype)).astype(dtype)
         counts = []
         for task in range(vectors.num_tasks):
