@@ -204,6 +204,9 @@ def _launch(workdir):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+# Slow: three launcher processes each compile the turbo decoder. The BLER experiment's kill tests cover the
+# same resumable sweep loop in the fast suite.
+@pytest.mark.slow
 def test_killed_run_resumes_to_same_results(tmp_path):
     reference_dir, interrupted_dir = tmp_path / "reference", tmp_path / "interrupted"
 
