@@ -1,9 +1,20 @@
-"""Scaled dot-product attention shared by the CLIP and BERT encoders."""
+"""Scaled dot-product attention and token-input checks shared by the CLIP, BERT and OPT models."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+
+def token_batch_shape(input_ids: jax.Array, max_position_embeddings: int) -> tuple[int, int]:
+    """Return (batch, tokens) of int token ids, raising ValueError for another rank or too many tokens."""
+    if input_ids.ndim != 2:
+        raise ValueError(f"input_ids has shape {tuple(input_ids.shape)}; expected [batch, tokens]")
+    batch, tokens = input_ids.shape
+    if tokens > max_position_embeddings:
+        raise ValueError(f"input_ids has {tokens} tokens but max_position_embeddings is "
+                         f"{max_position_embeddings}; truncate the inputs")
+    return batch, tokens
 
 
 def split_heads(x: jax.Array, num_heads: int) -> jax.Array:

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlab.models import activations
-from jaxlab.models.attention import dot_product_attention, split_heads
+from jaxlab.models.attention import dot_product_attention, split_heads, token_batch_shape
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,12 +270,7 @@ class BertModel(nn.Module):
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
                  deterministic: bool = True) -> BertOutput:
         config = self.config
-        if input_ids.ndim != 2:
-            raise ValueError(f"input_ids has shape {tuple(input_ids.shape)}; expected [batch, tokens]")
-        batch, tokens = input_ids.shape
-        if tokens > config.max_position_embeddings:
-            raise ValueError(f"input_ids has {tokens} tokens but max_position_embeddings is "
-                             f"{config.max_position_embeddings}; truncate the inputs")
+        batch, tokens = token_batch_shape(input_ids, config.max_position_embeddings)
         if attention_mask is None:
             attention_mask = jnp.ones((batch, tokens), jnp.int32)
         if token_type_ids is None:

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlab.models import activations
+from jaxlab.models.attention import token_batch_shape
 
 # OPT's position table has two extra rows: position p reads row p + 2, and
 # padding tokens (position -1) read row 1. The offset comes from fairseq.
@@ -349,12 +350,7 @@ class OPTForCausalLM(nn.Module):
     def __call__(self, input_ids, attention_mask=None, position_ids=None, deterministic: bool = True,
                  compute_logits: bool = True) -> OPTCausalLMOutput:
         config = self.config
-        if input_ids.ndim != 2:
-            raise ValueError(f"input_ids has shape {tuple(input_ids.shape)}; expected [batch, tokens]")
-        batch, tokens = input_ids.shape
-        if tokens > config.max_position_embeddings:
-            raise ValueError(f"input_ids has {tokens} tokens but max_position_embeddings is "
-                             f"{config.max_position_embeddings}; truncate the inputs")
+        batch, tokens = token_batch_shape(input_ids, config.max_position_embeddings)
         if attention_mask is None:
             attention_mask = jnp.ones((batch, tokens), jnp.int32)
         if attention_mask.shape != input_ids.shape:
