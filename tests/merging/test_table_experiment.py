@@ -87,7 +87,6 @@ def test_rerun_reads_method_cache(quick_run, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("a finished method was recomputed")
 
-    monkeypatch.setenv("JAXLAB_DATA", os.environ["JAXLAB_DATA"])
     monkeypatch.setattr(table_experiment, "_merged_tower", fail)
     again = table_experiment.run(config, workdir)
     assert again["accuracy_per_seed"] == results["accuracy_per_seed"]
