@@ -265,6 +265,11 @@ def _check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
     """
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise ConfigError("workdir", workdir, "a directory, or a path that does not exist yet; it is an existing file")
+    parent = os.path.dirname(os.path.abspath(workdir))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ConfigError("workdir", workdir, f"a path under directories only; {parent} is a file")
     config_file = os.path.join(workdir, "config.json")
     if not (os.path.isfile(config_file) and os.path.isdir(os.path.join(workdir, "checkpoints"))):
         return
@@ -275,6 +280,10 @@ def _check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
         raise ConfigError("workdir", workdir, f"a work directory whose config.json is readable JSON; "
                           f"{config_file} is not, so remove the directory or choose another") from None
     current = json.loads(config.to_json_best_effort(sort_keys=True))
+    if isinstance(previous, dict) and previous.get("experiment") != current.get("experiment"):
+        raise ConfigError("experiment", current.get("experiment"),
+                          f"{previous.get('experiment')!r}, the experiment checkpointed in {workdir}; "
+                          "use a new --workdir for another experiment")
     difference = _first_difference(previous, current)
     if difference is not None:
         field, old_value, new_value = difference

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
 from typing import Any, Callable
 
@@ -44,6 +45,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     config_lib.require_choice(config, "model.name", MODELS)
     config_lib.require_int(config, "model.max_length", min=2, max=512)
     config_lib.require_str(config, "model.frozen_pattern", nonempty=False)
+    config_lib.require(config, "model.frozen_pattern", _is_regex, "a valid Python regular expression")
     if config.model.name == "opt":
         config_lib.require(config, "model.checkpoint_dir", lambda d: isinstance(d, str) and os.path.isdir(d),
                            "a local Hugging Face OPT directory with config.json, model.safetensors and "
@@ -73,6 +75,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     num_train = config.task.train_per_class * len(text_lib.TEXT_TASKS[config.task.name].class_names)
     config_lib.require(config, "batch_size", lambda b: b <= num_train,
                        f"an int no larger than the {num_train} training examples (train_per_class x classes)")
+
+
+def _is_regex(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
 
 
 def zo_config(config: ml_collections.ConfigDict) -> spsa.ZOConfig:

@@ -240,3 +240,23 @@ def test_workdir_that_is_a_file_rejected(tmp_path):
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert "existing file" in result.stderr
     assert workdir.read_text() == "not a directory"
+
+
+def test_workdir_under_a_file_rejected(tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a directory")
+    result = _launch(f"--config={TOY_CONFIG}", f"--workdir={blocker / 'run'}")
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "is a file" in result.stderr
+
+
+def test_checkpointed_run_of_other_experiment_rejected(tmp_path):
+    workdir = tmp_path / "run"
+    (workdir / "checkpoints").mkdir(parents=True)
+    (workdir / "config.json").write_text(json.dumps({"experiment": "polar_awgn_bler", "seed": 0}))
+    result = _launch(f"--config={TOY_CONFIG}", f"--workdir={workdir}")
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "the experiment checkpointed in" in result.stderr
+    assert "'polar_awgn_bler'" in result.stderr

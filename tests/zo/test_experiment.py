@@ -44,6 +44,7 @@ def test_every_variant_validates():
     ("task.name", "sst2"),
     ("batch_size", 10_000),
     ("model.max_length", 1),
+    ("model.frozen_pattern", "[unclosed"),
 ])
 def test_validate_rejects_bad_values(field, value):
     config = _tiny_config()
