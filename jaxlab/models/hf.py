@@ -281,6 +281,11 @@ def read_safetensors(directory: Path) -> dict[str, np.ndarray]:
             # NOTE: numpy has no bfloat16, so safetensors' numpy API cannot read it.
             raise CheckpointError(f"cannot read {file} with safetensors' numpy API ({error}); "
                                   "save the checkpoint in float32 or float16") from None
+        except Exception as error:  # safetensors raises its own SafetensorError for damaged files.
+            if type(error).__name__ != "SafetensorError":
+                raise
+            raise CheckpointError(f"{file} is not a readable safetensors file ({error}); it may be truncated "
+                                  "or damaged, so write or copy it again") from None
     return tensors
 
 
@@ -403,6 +408,9 @@ def load_hf(path: PathLike, config: Optional[ModelConfig] = None) -> tuple[nn.Mo
       `OPTForCausalLM` and its float32 parameters, for `module.apply({"params": params}, ...)`.
     """
     directory = Path(path)
+    if directory.is_file():
+        raise CheckpointError(f"{directory} is a file; pass the checkpoint directory that contains config.json "
+                              "and model.safetensors")
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory {directory} not found")
     hf_config = _read_json(directory / "config.json")

@@ -218,3 +218,16 @@ def test_clip_model_config_dict_overrides(tmp_path, clip_params):
 
     assert module.config == clip.TINY
     chex.assert_trees_all_equal(loaded, clip_params)
+
+
+def test_truncated_safetensors_and_file_path_are_rejected(tmp_path):
+    from jaxlab.models import bert, hf
+
+    module = bert.BertModel(bert.TINY)
+    checkpoint = hf.save_hf(tmp_path / "ckpt", bert.TINY, module.init_params(jax.random.key(0)))
+    weights = checkpoint / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5])
+    with pytest.raises(hf.CheckpointError, match="not a readable safetensors file"):
+        hf.load_hf(checkpoint)
+    with pytest.raises(hf.CheckpointError, match="is a file"):
+        hf.load_hf(weights)
