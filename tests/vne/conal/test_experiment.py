@@ -58,7 +58,8 @@ def test_unknown_variant_is_rejected():
     ("train.clip_epsilon", 1.5),
     ("eval.test_seeds", (1, 1)),
     ("eval.baselines", ("grc_rank", "mcts")),
-    ("max_nodes", 1),
+    ("min_nodes", 65),
+    ("max_nodes", 0),
 ])
 def test_invalid_fields_are_rejected(field, value):
     config = get_config("quick")
