@@ -114,3 +114,4 @@ register("zo_finetune", run="jaxlab.zo.experiment:run", validate="jaxlab.zo.expe
 register("image_experts", run="jaxlab.models.experts:run", validate="jaxlab.models.experts:validate")
 register("commformer", run="jaxlab.commformer.experiment:run", validate="jaxlab.commformer.experiment:validate")
 register("vne_conal", run="jaxlab.vne.conal.experiment:run", validate="jaxlab.vne.conal.experiment:validate")
+register("merging_table", run="jaxlab.merging.table_experiment:run", validate="jaxlab.merging.table_experiment:validate")
