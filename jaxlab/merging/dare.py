@@ -138,13 +138,19 @@ def dare_drop(
     return _drop(list(vectors), list(masks), drop_rate, flags, rescale)
 
 
-def _dropped_task_vectors(pretrained, finetuned, key, masks, drop_rate, rescale, include):
+def _checked_masks(pretrained, finetuned, key, masks, drop_rate, rescale):
+    """Check the models and DARE arguments; return the given masks or draw them from `key`."""
     if (key is None) == (masks is None):
         raise ValueError("Pass exactly one of key (to draw DARE masks) and masks (to use given ones).")
     _check_drop_rate(drop_rate, rescale)
     checks.check_models(pretrained, finetuned)
     if masks is None:
         masks = dare_masks(key, pretrained, len(finetuned), drop_rate)
+    return masks
+
+
+def _dropped_task_vectors(pretrained, finetuned, key, masks, drop_rate, rescale, include):
+    masks = _checked_masks(pretrained, finetuned, key, masks, drop_rate, rescale)
     vectors = task_arithmetic._subtract_each(list(finetuned), pretrained)
     return dare_drop(vectors, masks, drop_rate, rescale=rescale, include=include)
 
@@ -165,12 +171,7 @@ def dare_task_arithmetic(
     Defaults are fusion-bench's `dare/task_arithmetic.yaml` (p 0.5, lambda 0.3,
     rescale). Pass either `key` (masks drawn by `dare_masks`) or `masks`.
     """
-    if (key is None) == (masks is None):
-        raise ValueError("Pass exactly one of key (to draw DARE masks) and masks (to use given ones).")
-    _check_drop_rate(drop_rate, rescale)
-    checks.check_models(pretrained, finetuned)
-    if masks is None:
-        masks = dare_masks(key, pretrained, len(finetuned), drop_rate)
+    masks = _checked_masks(pretrained, finetuned, key, masks, drop_rate, rescale)
     _check_masks(masks, pretrained, len(finetuned))
     coefficients = task_arithmetic._as_weights(scaling, len(finetuned), "scaling")
     flags = tuple(_include_flags(pretrained, include))
