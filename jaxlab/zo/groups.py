@@ -5,7 +5,7 @@ finds in the leaf's '/'-joined path. A rule's name may use the pattern's capture
 `(r"layers?_(\\d+)", "block_{0}")` puts every leaf of transformer block 3 into "block_3". Leaves that no rule
 matches go to the group named by `fallback`.
 
-Groups are static: they are computed once in Python from the parameter paths, so the jitted step sees
+Groups are static: they are computed once in Python from the parameter paths, so the jitted step receives
 plain Python integers and its shapes never depend on which groups a step draws.
 """
 

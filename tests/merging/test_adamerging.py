@@ -49,7 +49,8 @@ def test_clamped_coefficients(synthetic_tasks):
     problem = _problem(synthetic_tasks, granularity="task", optimizer=optax.sgd(100.0))
     state, _ = merging.fit_adamerging(problem, problem.init(), _batches(synthetic_tasks, 3))
     used = np.asarray(problem.coefficients(state))
-    assert used.min() >= 0.0 and used.max() <= 1.0
+    assert used.min() >= 0.0
+    assert used.max() <= 1.0
     merged = problem.merge(state)
     expected = merging.task_arithmetic(synthetic_tasks.pretrained, synthetic_tasks.experts, jnp.asarray(used))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), merged, expected)
