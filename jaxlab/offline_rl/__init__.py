@@ -1,0 +1,1 @@
+"""Offline RL: trajectory datasets and their collectors, Decision Transformer and Prompt-DT."""
