@@ -333,7 +333,10 @@ def main(argv: list[str]) -> None:
     _initialize_distributed()
 
     results = experiment.run(config, workdir)
-    logging.info("Results of %s: %s", experiment.name, json.dumps(results, sort_keys=True, default=str))
+    # The whole results dict can be large (tables, per-task lists); the log keeps its scalar entries.
+    scalars = {key: value for key, value in results.items() if isinstance(value, (bool, int, float, str))}
+    logging.info("Results of %s (scalar entries; all of them are in results.json):\n%s",
+                 experiment.name, json.dumps(scalars, sort_keys=True, indent=2))
     print(f"{experiment.name} finished; outputs are in {workdir}")
 
 

@@ -441,6 +441,9 @@ def save_hf(path: PathLike, config: ModelConfig, params: Mapping) -> Path:
 
     tensors = params_to_tensors(params, config)
     directory = Path(path)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"save_hf writes a checkpoint directory, but {directory} is an existing file; "
+                         "pass a directory path (it is created if absent).")
     directory.mkdir(parents=True, exist_ok=True)
 
     with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as file:

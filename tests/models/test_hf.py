@@ -68,6 +68,15 @@ def test_save_then_load_round_trips(tmp_path, which, clip_params, bert_params):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
 
 
+def test_save_to_an_existing_file_names_the_path(tmp_path, bert_params):
+    existing = tmp_path / "model.bin"
+    existing.write_bytes(b"keep me")
+
+    with pytest.raises(ValueError, match="model.bin is an existing file"):
+        hf.save_hf(existing, bert.TINY, bert_params)
+    assert existing.read_bytes() == b"keep me"
+
+
 def test_load_rejects_other_architecture(tmp_path, bert_params):
     hf.save_hf(tmp_path, bert.TINY, bert_params)
 
