@@ -8,8 +8,13 @@ Run:
 Shards go to the jaxlab cache ($JAXLAB_DATA, default ~/.cache/jaxlab) and a rerun skips the shards that
 are there. `quick` collects 2 episodes of 2 goal tasks per task name and noise level (24 episodes).
 `cpu` collects 4 episodes of all 50 goal tasks per task name and noise level (1,200 episodes, 600,000
-steps), enough for Prompt-DT training on 2 CPU cores. The default variant collects 100 episodes per goal
-task and noise level (30,000 episodes, 15 million steps). Measured times are in docs/offline_rl_data.md.
+steps), sized for Prompt-DT training on 2 CPU cores. The default variant collects 100 episodes per goal
+task and noise level (30,000 episodes, 15 million steps).
+
+Measured on 2 CPU cores shared with other jobs, `quick` took 35 s at a load average of 7. `cpu` took 22
+minutes at a load average of 9 to 13, with reach-v3 at about 900 and pick-place-v3 at about 300
+environment steps per second. On an idle core the environments step about three times faster, so
+`cpu` should take about 8 minutes and the default about 3 hours (estimates). Statistics are in docs/offline_rl_data.md.
 """
 
 import ml_collections
