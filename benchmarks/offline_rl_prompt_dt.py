@@ -1,0 +1,124 @@
+"""Prompt-DT against the multi-task Decision Transformer without prompt, over seeds, recorded in docs/offline_rl.md.
+
+Runs the `prompt_dt` experiment with one variant of configs/offline_rl/prompt_dt.py for each seed, once with
+`model.use_prompt=True` and once with False (everything else equal), and reports the held-out success rate
+(Meta-World) and return as the mean +- standard error over seeds. A run whose workdir already holds
+results.json is read, not rerun; an interrupted one resumes from its checkpoint. The table replaces the
+text between `<!-- BEGIN prompt_dt_<variant> -->` and `<!-- END prompt_dt_<variant> -->` of the output.
+
+Run:
+  nice -n 10 python benchmarks/offline_rl_prompt_dt.py --variant=metaworld_reach_cpu [--seeds=0,1,2]
+      [--workdir=runs/offline_rl_prompt_dt] [--output=docs/offline_rl.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shlex
+import sys
+
+import numpy as np
+from absl import logging
+
+from jaxlab.core import config as config_lib
+from jaxlab.core import machine
+from jaxlab.offline_rl import prompt_dt
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+CONFIG_PATH = os.path.join(ROOT, "configs", "offline_rl", "prompt_dt.py")
+METHODS = (("Prompt-DT", True), ("DT without prompt", False))
+
+
+def replace_section(path: str, name: str, text: str) -> None:
+    """Replace the text between `<!-- BEGIN name -->` and `<!-- END name -->` in `path`."""
+    with open(path) as doc:
+        content = doc.read()
+    pattern = re.compile(rf"(<!-- BEGIN {re.escape(name)} -->\n).*?(<!-- END {re.escape(name)} -->)", re.S)
+    if not pattern.search(content):
+        raise ValueError(f"{path} has no '<!-- BEGIN {name} -->' ... '<!-- END {name} -->' markers; add them "
+                         "where the record belongs.")
+    content = pattern.sub(lambda match: match.group(1) + text.rstrip() + "\n" + match.group(2), content)
+    with open(path, "w") as doc:
+        doc.write(content)
+
+
+def run_one(variant: str, seed: int, use_prompt: bool, workdir: str) -> dict:
+    """Return the results of one run, running (or resuming) it unless its results.json exists."""
+    results_path = os.path.join(workdir, "results.json")
+    if os.path.exists(results_path):
+        with open(results_path) as file:
+            return json.load(file)
+    config = config_lib.load_config_file(CONFIG_PATH, variant)
+    config.seed = seed
+    config.model.use_prompt = use_prompt
+    prompt_dt.validate(config)
+    return prompt_dt.run(config, workdir)
+
+
+def mean_stderr(values: list[float]) -> str:
+    values = np.asarray(values, np.float64)
+    stderr = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return f"{values.mean():.3g} ± {stderr:.2g}"
+
+
+def table(records: dict[str, list[dict]]) -> str:
+    first = next(iter(records.values()))[0]
+    has_success = "success_rate" in first["test"]
+    tasks = sorted(first["test"]["tasks"], key=int)
+    header = ["method", "seeds"] + (["success rate"] if has_success else []) + ["return"]
+    header += [f"task {task} {'success' if has_success else 'return'}" for task in tasks]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    for method, runs in records.items():
+        cells = [method, str(len(runs))]
+        if has_success:
+            cells.append(mean_stderr([run["test"]["success_rate"] for run in runs]))
+        cells.append(mean_stderr([run["test"]["return_mean"] for run in runs]))
+        key = "success_rate" if has_success else "return_mean"
+        cells += [mean_stderr([run["test"]["tasks"][task][key] for run in runs]) for task in tasks]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", default="metaworld_reach_cpu", help="variant of configs/offline_rl/prompt_dt.py")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
+    parser.add_argument("--workdir", default=os.path.join("runs", "offline_rl_prompt_dt"),
+                        help="parent of one workdir per method and seed")
+    parser.add_argument("--output", default=os.path.join("docs", "offline_rl.md"),
+                        help="Markdown file with the section markers; '' prints only")
+    args = parser.parse_args()
+    logging.set_verbosity(logging.INFO)
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+
+    records = {}
+    for method, use_prompt in METHODS:
+        records[method] = [
+            run_one(args.variant, seed, use_prompt,
+                    os.path.join(args.workdir, args.variant, f"{'prompt' if use_prompt else 'no_prompt'}_seed{seed}"))
+            for seed in seeds]
+    first = records[METHODS[0][0]][0]
+    text = "\n".join([
+        table(records),
+        "",
+        f"Held-out tasks {first['test_tasks']} of `{first['env']}`, training tasks {first['train_tasks']}, "
+        f"goal hidden from the DT: {first['hide_goal']}; mean ± standard error over seeds {seeds} "
+        f"(per task: over seeds of the per-task mean).",
+        "",
+        f"Command: `nice -n 10 python benchmarks/offline_rl_prompt_dt.py {shlex.join(sys.argv[1:])}`".replace(
+            "py `", "py`"),
+        f"Machine: {machine.describe_machine()}, shared with other jobs.",
+        f"Date: {datetime.date.today().isoformat()}.",
+    ])
+    print(text)
+    if args.output:
+        replace_section(args.output, f"prompt_dt_{args.variant}", text)
+        print(f"Wrote the prompt_dt_{args.variant} section of {args.output}.")
+
+
+if __name__ == "__main__":
+    main()
