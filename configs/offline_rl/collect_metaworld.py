@@ -36,6 +36,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.tasks = "all"  # Goal tasks to collect: "train" (45), "test" (the 5 held out) or "all" (50).
     config.max_tasks = 0  # Collect only the first max_tasks goal tasks of the selection, or all of them when 0.
     config.episode_steps = 500  # Meta-World's horizon. Shorter episodes are for tests only.
+    # Processes that collect goal tasks in parallel; 1 collects in the launcher's process. Each worker needs
+    # a free core, so keep 1 on a shared 2-core machine.
+    config.num_workers = 1
 
     if variant == "cpu":
         config.episodes = 4

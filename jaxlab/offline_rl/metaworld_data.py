@@ -8,8 +8,8 @@ unbiased held-out sample; the split is the same for every task name.
 
 Goal observability. ML1 tasks carry `partially_observable=True`, which makes metaworld 3.1.1's
 `SawyerXYZEnv._get_obs` write zeros in place of the goal. Each task is re-encoded with
-`partially_observable=False` before `env.set_task`, so that `set_task` recomputes the observation space
-and the goal position appears in the observation; the scripted policies read it from there. The
+`partially_observable=False` before `env.set_task`. Then `set_task` recomputes the observation space and
+the goal position appears in the observation, where the scripted policies read it. The
 observation has 39 floats: hand position (0:3), gripper opening (3), object positions and quaternions
 padded to 14 (4:18), the same 18 values of the previous step (18:36) and the goal position (36:39).
 
@@ -40,6 +40,7 @@ import functools
 import importlib.metadata
 import math
 import pickle
+import time
 import warnings
 import zlib
 from typing import Any
@@ -378,6 +379,23 @@ def collect_task(task_name: str, task_index: int, noise: str, episodes: int, see
         return collect_episodes(env, noise, episodes, seed)
 
     return dataset.save_shard(spec, generate, root)
+
+
+def collect_goal_task(task_name: str, task_index: int, noises: tuple[str, ...], episodes: int, seed: int,
+                      root: str | None = None, *, episode_steps: int = MAX_EPISODE_STEPS) -> list[tuple[str, float]]:
+    """Collect the shards of one goal task, one per noise level, with one `VectorEnv`.
+
+    A process-pool worker of the collection experiment; it imports no JAX. Returns (noise level, seconds)
+    per shard, where the seconds include reading shards that were already cached.
+    """
+    vector_env = VectorEnv(task_name, task_index, collect_width(episodes), seed, max_episode_steps=episode_steps)
+    timings = []
+    for noise in noises:
+        start = time.perf_counter()
+        collect_task(task_name, task_index, noise, episodes, seed, root, episode_steps=episode_steps,
+                     vector_env=vector_env)
+        timings.append((noise, time.perf_counter() - start))
+    return timings
 
 
 def collect_width(episodes: int) -> int:

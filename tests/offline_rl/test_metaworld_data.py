@@ -174,6 +174,7 @@ def test_every_variant_validates(variant):
     ("max_tasks", 51),
     ("episode_steps", 501),
     ("seed", -1),
+    ("num_workers", 0),
 ])
 def test_validate_rejects_bad_values(field, value):
     config = _tiny_config(**{field: value})
@@ -222,3 +223,13 @@ def test_run_collects_only_missing_shards(tmp_path, monkeypatch):
     monkeypatch.setattr(metaworld_data, "collect_episodes", counting)
     collect_metaworld.run(_tiny_config(max_tasks=2), str(tmp_path / "second"))
     assert calls == [(15, "expert"), (15, "random")]
+
+
+def test_worker_processes_give_the_same_results(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXLAB_DATA", str(tmp_path / "serial_cache"))
+    serial = collect_metaworld.run(_tiny_config(), str(tmp_path / "serial"))
+    monkeypatch.setenv("JAXLAB_DATA", str(tmp_path / "parallel_cache"))
+    parallel = collect_metaworld.run(_tiny_config(num_workers=2), str(tmp_path / "parallel"))
+    assert json.dumps(parallel, sort_keys=True) == json.dumps(serial, sort_keys=True)
+    spec = metaworld_data.shard_spec(TASK, 15, "expert", 2, 0, episode_steps=STEPS)
+    assert dataset.shard_exists(spec, root=tmp_path / "parallel_cache")
