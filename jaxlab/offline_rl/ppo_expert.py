@@ -1,23 +1,22 @@
 """Goal-conditioned PPO experts for the brax task families, and the rollouts that collect their data.
 
-PPO (Schulman et al., 2017) with GAE (Schulman et al., 2016), as in the
-"37 implementation details of PPO" list (Huang et al., 2022): a batch of
-vmapped environments, each drawing a task goal uniformly from all of the
-family's tasks (train and test alike, because the expert only collects data) at
-every episode start; rollouts in `lax.scan`; a running observation normaliser;
-a Gaussian policy with a state-independent log standard deviation whose samples
-are clipped to the action box [-1, 1] when sent to the environment; the clipped
-surrogate and an unclipped value loss; advantages normalised per minibatch. The
-policy and value networks read the normalised observation concatenated with the
-goal features of `brax_tasks.goal_features`.
+The trainer is PPO (Schulman et al., 2017) with GAE (Schulman et al., 2016) and the usual
+implementation choices (Huang et al., "The 37 Implementation Details of PPO", 2022):
 
-Truncated episodes bootstrap from the value of their last observation; only
-terminations (the ant falling) cut the return.
+- a batch of vmapped environments, each drawing a task goal uniformly from all of the family's
+  tasks at every episode start (train and test tasks alike, because the expert only collects data);
+- rollouts in `lax.scan` and a running observation normaliser;
+- a Gaussian policy with a state-independent log standard deviation, whose samples are clipped to
+  the action box [-1, 1] when sent to the environment;
+- the clipped surrogate, an unclipped value loss, and advantages normalised per minibatch.
 
-An expert is trained once per configuration and stored in the jaxlab cache
-(`expert_artifact`); training itself checkpoints into a work directory, so a
-killed run resumes, and it stops after `max_minutes` of training time summed
-over restarts, or at `total_env_steps`.
+The policy and value networks read the normalised observation concatenated with the goal features
+of `brax_tasks.goal_features`. Truncated episodes bootstrap from the value of their last
+observation, and only terminations (the ant falling) cut the return.
+
+An expert is trained once per configuration and stored in the jaxlab cache (`expert_artifact`).
+Training checkpoints into a work directory, so a killed run resumes. It stops at
+`total_env_steps` or after `max_minutes` of training time summed over restarts.
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ from jaxlab.offline_rl import brax_tasks
 from jaxlab.offline_rl import dataset
 
 # Gaussian action-noise std added to the expert's mean action before clipping to [-1, 1], per noise level.
-NOISE_LEVELS: dict[str, float] = {"expert": 0.1, "medium": 0.3, "noisy": 1.0}
+NOISE_LEVELS: dict[str, float] = {"expert": 0.1, "medium": 0.5, "noisy": 1.0}
 
 EXPERT_VERSION = 1
 _ARRAY_SEPARATOR = "."
@@ -320,7 +319,11 @@ class Trainer:
     goals: jax.Array
 
     def init(self, key: jax.Array) -> TrainState:
-        return jax.jit(self._init)(key)
+        return self._jitted_init(key)
+
+    @functools.cached_property
+    def _jitted_init(self):
+        return jax.jit(self._init)
 
     def _init(self, key: jax.Array) -> TrainState:
         config, env = self.config, self.env
@@ -436,9 +439,14 @@ class Trainer:
         return jax.jit(self._iterate, donate_argnums=0)
 
 
-def make_trainer(config: Any) -> Trainer:
-    """Build the environment, networks and optimiser of an expert configuration."""
-    env = brax_tasks.make_env(config.task, config.backend)
+def make_trainer(config: Any, env: Any = None) -> Trainer:
+    """Build the environment, networks and optimiser of an expert configuration.
+
+    `env` replaces the brax task environment by another object with the
+    `brax_tasks.TaskEnv` interface, such as a toy environment in tests.
+    """
+    if env is None:
+        env = brax_tasks.make_env(config.task, config.backend)
     networks = make_networks(config, env.action_size)
     total_updates = num_iterations(config) * config.update_epochs * config.num_minibatches
     schedule = optax.linear_schedule(config.learning_rate, 0.0, max(total_updates, 1))
@@ -447,7 +455,7 @@ def make_trainer(config: Any) -> Trainer:
                    goals=jnp.asarray(brax_tasks.goals(config.task)))
 
 
-def train(config: Any, workdir: str) -> tuple[TrainState, dict[str, Any]]:
+def train(config: Any, workdir: str, trainer: Trainer | None = None) -> tuple[TrainState, dict[str, Any]]:
     """Train (or resume) PPO in `workdir` until `total_env_steps` or `max_minutes`; return the state and a summary.
 
     `workdir` receives `checkpoints/` and `metrics.jsonl`. The time cap counts
@@ -455,7 +463,7 @@ def train(config: Any, workdir: str) -> tuple[TrainState, dict[str, Any]]:
     restarts, so a resumed run stops at the same total budget.
     """
     validate_expert_config(config)
-    trainer = make_trainer(config)
+    trainer = trainer or make_trainer(config)
     total = num_iterations(config)
     batch = config.num_envs * config.unroll_length
     cap_s = 60.0 * config.max_minutes
