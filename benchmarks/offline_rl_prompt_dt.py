@@ -2,7 +2,7 @@
 
 Runs the `prompt_dt` experiment with one variant of configs/offline_rl/prompt_dt.py for each seed, once with
 `model.use_prompt=True` and once with False (everything else equal), and reports the held-out success rate
-(Meta-World) and return as the mean +- standard error over seeds. A run whose workdir already holds
+(Meta-World) and return as the mean +- standard error over seeds. A run whose workdir already contains
 results.json is read, not rerun; an interrupted one resumes from its checkpoint. The table replaces the
 text between `<!-- BEGIN prompt_dt_<variant> -->` and `<!-- END prompt_dt_<variant> -->` of the output.
 

@@ -9,8 +9,8 @@ Run:
 Add --config.model.use_prompt=False for the multi-task Decision Transformer without prompt (the baseline).
 
 Variants:
-  quick                    Meta-World reach-v3 with 4 training and 2 held-out tasks, 300 steps; collection,
-                           training and evaluation end to end in a few minutes on 2 CPU cores.
+  quick                    Meta-World reach-v3 with 4 training and 2 held-out tasks and 300 steps. Collection,
+                           training and evaluation take about 3 minutes on 2 shared CPU cores.
   metaworld_reach_cpu      reach-v3, 20 training tasks and all 5 held-out ones, 1500 steps of 4 tasks x 16
                            segments, 150-step rollouts; about 10 minutes on 2 shared CPU cores.
   cheetah_vel_cpu          brax cheetah_vel, all 35 training and 5 held-out velocities; tens of minutes.

@@ -8,16 +8,16 @@ Prompt-DT (Xu et al. 2022, "Prompting Decision Transformer for Few-Shot Policy
 Generalization") prepends a short segment of an expert trajectory of the same
 task, embedded by its own layers, so that one model can tell the tasks apart.
 
-Layout, as in the authors' PyTorch code (kzl/decision-transformer and
-mxu34/prompt-dt): a learned timestep embedding is added to each of the three
-token embeddings; the sequence tokens pass through a LayerNorm before the
-transformer, the prompt tokens do not; the GPT-2 has no position embedding,
-pre-LN blocks, dropout on the embeddings, the attention weights and the
-residual branches, and a final LayerNorm. The whole token sequence
-[prompt, sequence] is causal, so the prompt tokens are seen by every sequence
-token. Padding is on the left (short histories during evaluation, segments
-that start near the end of an episode during training) and is removed by a
-key mask, so padded tokens never reach a valid token.
+The layout follows the authors' PyTorch code (kzl/decision-transformer and
+mxu34/prompt-dt). A learned timestep embedding is added to each of the three
+token embeddings. The sequence tokens pass through a LayerNorm before the
+transformer, but the prompt tokens do not. The GPT-2 has no position
+embedding, pre-LN blocks, dropout on the embeddings, the attention weights and
+the residual branches, and a final LayerNorm. Attention is causal over the
+whole token list [prompt, sequence], so every sequence token attends to the
+prompt. Padding is on the left (short histories during evaluation, segments
+that start near the end of an episode during training). A key mask removes
+it, so padded tokens never reach a valid token.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class DTConfig:
         hidden_size: embedding width (the GPT-2 `n_embd`).
         num_layers: transformer blocks.
         num_heads: attention heads; must divide `hidden_size`.
-        context_length: K, the steps of history the model sees.
+        context_length: K, the steps of history in the model's input.
         prompt_length: steps of the trajectory prompt.
         max_timestep: rows of the timestep embeddings; larger timesteps are clipped to the last row.
         dropout: dropout rate of the embeddings, attention weights and residual branches.
@@ -115,7 +115,7 @@ class CausalSelfAttention(nn.Module):
         query, key, value = query[:, :, 0], key[:, :, 0], value[:, :, 0]
         logits = jnp.einsum("bqhd,bkhd->bhqk", query, key) * (hidden // heads) ** -0.5
         # The dtype's minimum instead of -inf keeps rows with no visible key (left padding before the
-        # first valid token) finite; their outputs are masked out of the loss and never attended to.
+        # first valid token) finite. Their outputs are masked out of the loss and never attended to.
         logits = jnp.where(attention_mask[:, None], logits, jnp.finfo(logits.dtype).min)
         weights = jax.nn.softmax(logits, axis=-1)
         weights = nn.Dropout(self.config.dropout)(weights, deterministic=deterministic)
@@ -207,7 +207,7 @@ def action_loss(predicted: jax.Array, target: jax.Array, mask: jax.Array) -> jax
 
 
 def empty_segment(batch: int, length: int, obs_dim: int, act_dim: int) -> Segment:
-    """An all-padding segment, the start of every evaluation context buffer."""
+    """Create an all-padding segment, the start of every evaluation context buffer."""
     return Segment(observations=jnp.zeros((batch, length, obs_dim), jnp.float32),
                    actions=jnp.zeros((batch, length, act_dim), jnp.float32),
                    returns_to_go=jnp.zeros((batch, length), jnp.float32),
