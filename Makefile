@@ -21,6 +21,7 @@ DEMO_CONFIG_vne := configs/vne/baselines.py:quick
 DEMO_CONFIG_conal := configs/vne/conal.py:quick
 DEMO_CONFIG_commformer := configs/commformer/smax.py:quick
 DEMO_CONFIG_zo := configs/zo/finetune.py:quick
+DEMO_CONFIG_offline_rl := configs/offline_rl/prompt_dt.py:quick
 DEMO_CONFIG := $(DEMO_CONFIG_$(METHOD))
 DEMO_METHODS := $(patsubst DEMO_CONFIG_%,%,$(filter DEMO_CONFIG_%,$(.VARIABLES)))
 DEMO_WORKDIR := runs/demo/$(METHOD)

@@ -115,3 +115,8 @@ register("image_experts", run="jaxlab.models.experts:run", validate="jaxlab.mode
 register("commformer", run="jaxlab.commformer.experiment:run", validate="jaxlab.commformer.experiment:validate")
 register("vne_conal", run="jaxlab.vne.conal.experiment:run", validate="jaxlab.vne.conal.experiment:validate")
 register("merging_table", run="jaxlab.merging.table_experiment:run", validate="jaxlab.merging.table_experiment:validate")
+register("offline_rl_collect_metaworld", run="jaxlab.offline_rl.collect_metaworld:run",
+         validate="jaxlab.offline_rl.collect_metaworld:validate")
+register("offline_rl_collect_brax", run="jaxlab.offline_rl.collect_brax:run",
+         validate="jaxlab.offline_rl.collect_brax:validate")
+register("prompt_dt", run="jaxlab.offline_rl.prompt_dt:run", validate="jaxlab.offline_rl.prompt_dt:validate")
