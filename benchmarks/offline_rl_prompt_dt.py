@@ -59,10 +59,11 @@ def run_one(variant: str, seed: int, use_prompt: bool, workdir: str) -> dict:
     return prompt_dt.run(config, workdir)
 
 
-def mean_stderr(values: list[float]) -> str:
+def mean_stderr(values: list[float], decimals: int) -> str:
+    """Format the mean ± standard error (sample standard deviation / sqrt(n)) of `values`."""
     values = np.asarray(values, np.float64)
     stderr = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return f"{values.mean():.3g} ± {stderr:.2g}"
+    return f"{values.mean():.{decimals}f} ± {stderr:.{decimals}f}"
 
 
 def table(records: dict[str, list[dict]]) -> str:
@@ -75,10 +76,10 @@ def table(records: dict[str, list[dict]]) -> str:
     for method, runs in records.items():
         cells = [method, str(len(runs))]
         if has_success:
-            cells.append(mean_stderr([run["test"]["success_rate"] for run in runs]))
-        cells.append(mean_stderr([run["test"]["return_mean"] for run in runs]))
-        key = "success_rate" if has_success else "return_mean"
-        cells += [mean_stderr([run["test"]["tasks"][task][key] for run in runs]) for task in tasks]
+            cells.append(mean_stderr([run["test"]["success_rate"] for run in runs], 2))
+        cells.append(mean_stderr([run["test"]["return_mean"] for run in runs], 0))
+        key, decimals = ("success_rate", 2) if has_success else ("return_mean", 0)
+        cells += [mean_stderr([run["test"]["tasks"][task][key] for run in runs], decimals) for task in tasks]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -105,12 +106,11 @@ def main() -> None:
     text = "\n".join([
         table(records),
         "",
-        f"Held-out tasks {first['test_tasks']} of `{first['env']}`, training tasks {first['train_tasks']}, "
-        f"goal hidden from the DT: {first['hide_goal']}; mean ± standard error over seeds {seeds} "
-        f"(per task: over seeds of the per-task mean).",
+        f"Held-out tasks {first['test_tasks']} of `{first['env']}`. Training tasks {first['train_tasks']}. "
+        f"Goal hidden from the DT: {first['hide_goal']}. Each cell is the mean ± standard error over seeds "
+        f"{seeds}, and a task's cell uses each seed's mean over that task's episodes.",
         "",
-        f"Command: `nice -n 10 python benchmarks/offline_rl_prompt_dt.py {shlex.join(sys.argv[1:])}`".replace(
-            "py `", "py`"),
+        f"Command: `{shlex.join(['nice', '-n', '10', 'python', 'benchmarks/offline_rl_prompt_dt.py'] + sys.argv[1:])}`",
         f"Machine: {machine.describe_machine()}, shared with other jobs.",
         f"Date: {datetime.date.today().isoformat()}.",
     ])

@@ -11,14 +11,16 @@ Add --config.model.use_prompt=False for the multi-task Decision Transformer with
 Variants:
   quick                    Meta-World reach-v3 with 4 training and 2 held-out tasks and 300 steps. Collection,
                            training and evaluation take about 3 minutes on 2 shared CPU cores.
-  metaworld_reach_cpu      reach-v3, 20 training tasks and all 5 held-out ones, 1500 steps of 4 tasks x 16
-                           segments, 150-step rollouts; about 10 minutes on 2 shared CPU cores.
-  cheetah_vel_cpu          brax cheetah_vel, all 35 training and 5 held-out velocities; tens of minutes.
+  metaworld_reach_cpu      reach-v3 with 20 training tasks and all 5 held-out ones. It trains 1500 steps of 4
+                           tasks x 16 segments and rolls out for 150 steps. A run takes 10 to 15 minutes on
+                           2 shared CPU cores.
+  cheetah_vel_cpu          brax cheetah_vel, all 35 training and 5 held-out velocities, otherwise sized like
+                           metaworld_reach_cpu (200-step rollouts); about 15 minutes on 2 shared CPU cores.
   default_metaworld_reach  paper-sized: all 45 training tasks, 5000 x 10 steps, batch 16 per task.
   default_cheetah_vel      paper-sized cheetah_vel: 5000 x 10 steps, batch 16 per task.
 The model is Prompt-DT's (3 layers, width 128, 1 head, K = 20, prompt of 5 steps, dropout 0.1) in every
-variant except `quick` and `metaworld_reach_cpu`, which keep the layout but use 2 layers of width 64 so
-that three seeds of both methods fit in an hour on 2 CPU cores.
+variant except `quick`, `metaworld_reach_cpu` and `cheetah_vel_cpu`, which keep the layout but use 2 layers
+of width 64 so that three seeds of both methods fit in an hour on 2 CPU cores.
 
 Return scales (returns-to-go are divided by them): Meta-World reach 1000 (rewards lie in [0, 10] per step,
 so an expert's 500-step return is a few thousand), cheetah_vel 500 (Prompt-DT's value; rewards are about
@@ -107,9 +109,18 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
         config.eval.max_steps = 150
     elif variant == "cheetah_vel_cpu":
         _cheetah_vel(config)
-        config.train.tasks_per_batch = 8
-        config.train.num_steps = 3000
-        config.train.learning_rate = 3e-4
+        # The 20 expert episodes per task that configs/offline_rl/collect_brax.py:cpu_cheetah_vel collects
+        # also serve as prompts, which saves a second collection.
+        config.data.episodes = 20
+        config.data.prompt_episodes = 20
+        config.data.prompt_seed = 0
+        config.model.hidden_size = 64
+        config.model.num_layers = 2
+        config.train.tasks_per_batch = 4
+        config.train.num_steps = 1500
+        config.train.learning_rate = 5e-4
+        config.train.warmup_steps = 100
+        config.eval.episodes = 5
     elif variant == "default_metaworld_reach":
         config.train.num_steps = 50000  # Prompt-DT: 5000 iterations of 10 steps.
         config.train.warmup_steps = 10000
@@ -129,7 +140,7 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
 
 def _cheetah_vel(config: ml_collections.ConfigDict) -> None:
     config.env = "brax/cheetah_vel"
-    config.data.hide_goal = False  # The brax observation holds no target velocity.
+    config.data.hide_goal = False  # The brax observation contains no target velocity.
     config.data.return_scale = 500.0
     config.eval.max_steps = 200
     config.eval.target_return = 0.0  # Prompt-DT's target for cheetah_vel (rewards are negative).

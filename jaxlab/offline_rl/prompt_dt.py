@@ -272,14 +272,17 @@ def make_policy_step(model: dt.DecisionTransformer) -> Callable:
 
 
 def rollout_vector_env(model: dt.DecisionTransformer, params, env, prompt: dt.Segment, normalizer: Normalizer,
-                       return_scale: float, target_return: float, max_steps: int) -> dict[str, np.ndarray]:
+                       return_scale: float, target_return: float, max_steps: int,
+                       policy_step: Callable | None = None) -> dict[str, np.ndarray]:
     """Run one episode in each of `env`'s batched environments; return per-episode returns and successes.
 
     `env` follows `metaworld_data.VectorEnv`: reset() -> obs [n, obs_dim]; step(actions) ->
     (obs, rewards, dones, successes). An episode counts its rewards until its first done, and succeeds if
-    its success flag was set at any step until then.
+    its success flag was set at any step until then. Pass `policy_step = jax.jit(make_policy_step(model))`
+    to reuse one compiled policy across calls.
     """
-    policy_step = jax.jit(make_policy_step(model))
+    if policy_step is None:
+        policy_step = jax.jit(make_policy_step(model))
     count = prompt.mask.shape[0]
     observations = np.asarray(env.reset(), np.float32)
     context = dt.empty_segment(count, model.config.context_length, model.config.obs_dim, model.config.act_dim)
@@ -478,12 +481,15 @@ def evaluate(config, suite, name, model, params, normalizer, test_tasks, test_pr
     """Roll out on each held-out task and summarize returns (and success for Meta-World)."""
     key = jax.random.fold_in(jax.random.key(config.seed), 2)
     per_task = {}
-    rollout = None
+    rollout = policy_step = None
     if hasattr(suite, "make_env"):
         env = suite.make_env(name)
         goals = np.asarray(suite.goals(name), np.float32)
         rollout = make_jax_rollout(model, env, normalizer, config.data.return_scale, config.eval.target_return,
                                    config.eval.max_steps)
+    else:
+        # One compiled policy serves every held-out task.
+        policy_step = jax.jit(make_policy_step(model))
     with progress_lib.progress(len(test_tasks), desc="evaluate held-out tasks", unit="task") as bar:
         for task, prompt_shard in zip(test_tasks, test_prompt_shards):
             task_key = jax.random.fold_in(key, task)
@@ -496,7 +502,7 @@ def evaluate(config, suite, name, model, params, normalizer, test_tasks, test_pr
                                       max_episode_steps=config.eval.max_steps)
                 per_task[task] = rollout_vector_env(model, params, env, prompt, normalizer,
                                                     config.data.return_scale, config.eval.target_return,
-                                                    config.eval.max_steps)
+                                                    config.eval.max_steps, policy_step)
             bar.update(1)
     return summarize_tasks(per_task)
 

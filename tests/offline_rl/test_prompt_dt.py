@@ -134,7 +134,7 @@ def _ramp_tasks(lengths):
 def test_segments_stay_within_episodes():
     tasks = _ramp_tasks([[7, 3, 12, 0]])
     task = jax.tree.map(lambda x: x[0], tasks)
-    segments = prompt_dt.sample_segments(task, jax.random.key(0), 400, 5)
+    segments = jax.jit(prompt_dt.sample_segments, static_argnums=(2, 3))(task, jax.random.key(0), 400, 5)
     observations, mask = np.asarray(segments.observations), np.asarray(segments.mask)
     timesteps = np.asarray(segments.timesteps)
     lengths = np.asarray(task.lengths)[observations[:, -1, 1].astype(int)]
@@ -157,7 +157,7 @@ def test_segments_stay_within_episodes():
 
 def test_prompts_end_one_step_before_episode_end():
     task = jax.tree.map(lambda x: x[0], _ramp_tasks([[10, 4, 0]]))
-    prompts = prompt_dt.sample_prompts(task, jax.random.key(1), 64, 5)
+    prompts = jax.jit(prompt_dt.sample_prompts, static_argnums=(2, 3))(task, jax.random.key(1), 64, 5)
     episodes = np.asarray(prompts.observations[:, -1, 1]).astype(int)
     assert set(episodes) == {0, 1}
     for row, episode in enumerate(episodes):
@@ -170,8 +170,8 @@ def test_prompts_end_one_step_before_episode_end():
 
 def test_batch_pairs_segments_with_same_task_prompts():
     data = _ramp_tasks([[9, 9], [8, 5], [6, 6], [7, 3]])
-    segments, prompts = prompt_dt.sample_batch(data, data, jax.random.key(2), tasks_per_batch=3, batch_per_task=4,
-                                               context_length=5, prompt_length=3)
+    sample = jax.jit(prompt_dt.sample_batch, static_argnums=(3, 4, 5, 6))
+    segments, prompts = sample(data, data, jax.random.key(2), 3, 4, 5, 3)
     assert segments.observations.shape == (12, 5, 3)
     assert prompts.observations.shape == (12, 3, 3)
     segment_tasks = np.asarray(segments.observations[:, -1, 0]).reshape(3, 4)
