@@ -422,7 +422,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     config_lib.require_int(config, "train.log_every", min=1)
 
     config_lib.require_int(config, "eval.episodes", min=1)
-    config_lib.require_int(config, "eval.max_steps", min=1)
+    # Meta-World episodes end after 500 steps (metaworld_data.MAX_EPISODE_STEPS).
+    config_lib.require_int(config, "eval.max_steps", min=1, max=500 if family == "metaworld" else None)
     config_lib.require_float(config, "eval.target_return")
 
 

@@ -360,6 +360,7 @@ def test_variants_validate(variant):
     ("train.checkpoint_every", 30, "multiple of train.steps_per_call"),
     ("train.tasks_per_batch", 20, "data.num_train_tasks"),
     ("eval.episodes", 0, ">= 1"),
+    ("eval.max_steps", 0, ">= 1"),
     ("data.return_scale", 0.0, "> 0"),
 ])
 def test_validate_names_bad_field(field, value, message):
