@@ -11,8 +11,8 @@ and `ant` systems, with 200-step episodes:
   `v_xy . (cos theta, sin theta) - 0.5 ||a||^2 + 1`. The contact cost of the
   MuJoCo version (`5e-4 ||clip(cfrc_ext, -1, 1)||^2`) is dropped because
   brax's `ant` computes no contact forces. Like brax's `ant` (and gym's), an
-  episode terminates when the torso height leaves [0.2, 1.0] m; the +1 survival
-  reward is paid on every step, including the terminal one.
+  episode terminates when the torso height leaves [0.2, 1.0] m. The +1
+  survival reward is paid on every step, the terminal one included.
 
 The observation is brax's, without the goal: 17 numbers for the cheetah and 27
 for the ant. The goal lives in `state.info["goal"]`, so a policy that must
@@ -20,11 +20,13 @@ know the task reads it from there (the PPO expert) or infers it from a prompt
 (Prompt-DT).
 
 Backend: brax offers four physics pipelines. On 2 shared CPU cores, a jitted
-50-step scan of 128 vmapped `halfcheetah` environments ran at about 4,900
-steps/s with `spring`, 3,400 with `generalized`, 2,100 with `positional` and
-1,400 with `mjx` (brax 0.12.3, jax 0.10.2; see docs/offline_rl_brax.md), so the
-tasks default to `spring`. Its physics differs from MuJoCo's, so returns are not
-comparable with numbers reported on the mujoco-py versions of these tasks.
+50-step scan of 128 vmapped environments with random actions ran at about
+8,600 (`halfcheetah`) and 16,700 (`ant`) steps/s with `spring`, against
+3,200 and 5,300 with `generalized`; `positional` and `mjx` were slower still
+on `halfcheetah` (brax 0.12.3, jax 0.10.2; docs/offline_rl_brax.md has the
+tables). The tasks therefore default to `spring`. Its physics differs from
+MuJoCo's, so returns are not comparable with numbers reported on the
+mujoco-py versions of these tasks.
 """
 
 from __future__ import annotations
