@@ -428,8 +428,8 @@ class Trainer:
                                                update_key)
         normalizer = normalizer_update(state.normalizer, transitions.obs)
         # The mean return of the episodes that ended in this rollout; 0 when none did.
-        info.update(episode_return=return_sum.sum() / jnp.maximum(episodes.sum(), 1.0), episodes=episodes.sum(), reward=transitions.reward.mean(),
-                    action_std=jnp.exp(params["log_std"]).mean())
+        info.update(episode_return=return_sum.sum() / jnp.maximum(episodes.sum(), 1.0), episodes=episodes.sum(),
+                    reward=transitions.reward.mean(), action_std=jnp.exp(params["log_std"]).mean())
         new_state = TrainState(params=params, opt_state=opt_state, normalizer=normalizer, env_state=env_state,
                                first_state=state.first_state, episode_return=episode_return,
                                iteration=state.iteration + 1, key=state.key)
