@@ -2,11 +2,11 @@
 
 import datetime
 import os
-import re
 import shlex
 import sys
 
 from jaxlab.core import machine
+from jaxlab.core import metrics
 
 DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "commformer.md")
 
@@ -19,17 +19,5 @@ def record_header() -> str:
 
 
 def replace_section(name: str, text: str, path: str = DOC) -> None:
-    """Replace the text between `<!-- BEGIN name -->` and `<!-- END name -->` in `path`.
-
-    Raises:
-      ValueError: if the markers are missing, so that a record is never written to the wrong place.
-    """
-    with open(path) as doc:
-        content = doc.read()
-    pattern = re.compile(rf"(<!-- BEGIN {re.escape(name)} -->\n).*?(<!-- END {re.escape(name)} -->)", re.S)
-    if not pattern.search(content):
-        raise ValueError(f"{path} has no '<!-- BEGIN {name} -->' ... '<!-- END {name} -->' markers; add them "
-                         "where the record belongs.")
-    content = pattern.sub(lambda m: m.group(1) + text.rstrip() + "\n" + m.group(2), content)
-    with open(path, "w") as doc:
-        doc.write(content)
+    """Replace the record between `<!-- BEGIN name -->` and `<!-- END name -->` in `path` (docs/commformer.md)."""
+    metrics.replace_marked_section(path, name, text)

@@ -17,7 +17,6 @@ import argparse
 import datetime
 import json
 import os
-import re
 import shlex
 import sys
 import time
@@ -26,6 +25,7 @@ from absl import logging
 
 from jaxlab.core import config as config_lib
 from jaxlab.core import machine
+from jaxlab.core import metrics
 from jaxlab.offline_rl import collect_metaworld
 from jaxlab.offline_rl import dataset
 from jaxlab.offline_rl import metaworld_data
@@ -42,19 +42,6 @@ def time_collection(task_name: str, num_envs: int, episodes: int, seed: int) -> 
     start = time.perf_counter()
     metaworld_data.collect_episodes(vector_env, "expert", episodes, seed)
     return episodes * vector_env.max_episode_steps / (time.perf_counter() - start)
-
-
-def replace_section(path: str, name: str, text: str) -> None:
-    """Replace the text between `<!-- BEGIN name -->` and `<!-- END name -->` in `path`."""
-    with open(path) as doc:
-        content = doc.read()
-    pattern = re.compile(rf"(<!-- BEGIN {re.escape(name)} -->\n).*?(<!-- END {re.escape(name)} -->)", re.S)
-    if not pattern.search(content):
-        raise ValueError(f"{path} has no '<!-- BEGIN {name} -->' ... '<!-- END {name} -->' markers; add them "
-                         "where the record belongs.")
-    content = pattern.sub(lambda match: match.group(1) + text.rstrip() + "\n" + match.group(2), content)
-    with open(path, "w") as doc:
-        doc.write(content)
 
 
 def _stats_table(records: list[dict]) -> str:
@@ -141,7 +128,7 @@ noise included (environment steps per second, one process):
 | --- | --- |
 {speed_lines}
 """
-    replace_section(args.output, SECTION, text)
+    metrics.replace_marked_section(args.output, SECTION, text)
     # A separate file, because the experiment's results.json must stay the same on every rerun.
     with open(os.path.join(args.workdir, "benchmark.json"), "w") as record:
         json.dump({"collection_seconds": run_seconds, "shards_collected": collected, "shards_cached": cached,

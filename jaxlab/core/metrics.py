@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -285,3 +286,22 @@ def plot_lines(path: str | os.PathLike[str], series: Sequence[Mapping[str, Any]]
     figure.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)
     figure.savefig(os.fspath(path), format="png")
+
+
+def replace_marked_section(path: str | os.PathLike[str], name: str, text: str) -> None:
+    """Replace the lines between `<!-- BEGIN name -->` and `<!-- END name -->` in the document at `path`.
+
+    Benchmark scripts record their tables in docs this way. The markers stay, so a rerun replaces its own
+    record and nothing else.
+
+    Raises:
+        ValueError: the markers are missing, so that a record is never written to the wrong place.
+    """
+    with open(path) as doc:
+        content = doc.read()
+    pattern = re.compile(rf"(<!-- BEGIN {re.escape(name)} -->\n).*?(<!-- END {re.escape(name)} -->)", re.S)
+    if not pattern.search(content):
+        raise ValueError(f"{path} has no '<!-- BEGIN {name} -->' ... '<!-- END {name} -->' markers; add them "
+                         "where the record belongs.")
+    content = pattern.sub(lambda match: match.group(1) + text.rstrip() + "\n" + match.group(2), content)
+    _write_atomically(path, content)

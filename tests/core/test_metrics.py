@@ -197,3 +197,21 @@ def test_write_results_file_mode_follows_umask(tmp_path):
     finally:
         os.umask(umask)
     assert stat.S_IMODE((tmp_path / "results.json").stat().st_mode) == 0o644
+
+
+def test_replace_marked_section_keeps_the_rest(tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- BEGIN table -->\nold\n<!-- END table -->\noutro\n")
+
+    metrics.replace_marked_section(doc, "table", "| a |\n| 1 |\n")
+
+    assert doc.read_text() == "intro\n<!-- BEGIN table -->\n| a |\n| 1 |\n<!-- END table -->\noutro\n"
+
+
+def test_replace_marked_section_without_markers_raises(tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text("no markers here\n")
+
+    with pytest.raises(ValueError, match="BEGIN speed"):
+        metrics.replace_marked_section(doc, "speed", "x")
+    assert doc.read_text() == "no markers here\n"
