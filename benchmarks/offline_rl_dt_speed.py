@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import re
 import shlex
 import statistics
 import sys
@@ -44,6 +43,7 @@ from absl import app
 from absl import flags
 
 from jaxlab.core import machine
+from jaxlab.core import metrics as metrics_lib
 from jaxlab.offline_rl import decision_transformer as dt
 from jaxlab.offline_rl import prompt_dt
 
@@ -202,18 +202,6 @@ def peer_step(batch: dict[str, np.ndarray], peer_class):
     return run, sum(p.numel() for p in model.parameters())
 
 
-def replace_section(path: str, name: str, text: str) -> None:
-    """Replace the text between `<!-- BEGIN name -->` and `<!-- END name -->` in `path`."""
-    with open(path) as doc:
-        content = doc.read()
-    pattern = re.compile(rf"(<!-- BEGIN {re.escape(name)} -->\n).*?(<!-- END {re.escape(name)} -->)", re.S)
-    if not pattern.search(content):
-        raise ValueError(f"{path} has no '<!-- BEGIN {name} -->' ... '<!-- END {name} -->' markers; add them.")
-    content = pattern.sub(lambda match: match.group(1) + text.rstrip() + "\n" + match.group(2), content)
-    with open(path, "w") as doc:
-        doc.write(content)
-
-
 def main(argv: list[str]) -> None:
     del argv
     if not _PEER_PATH.value:
@@ -260,7 +248,7 @@ def main(argv: list[str]) -> None:
     ])
     print(text)
     if _OUTPUT.value:
-        replace_section(_OUTPUT.value, SECTION, text)
+        metrics_lib.replace_marked_section(_OUTPUT.value, SECTION, text)
         print(f"Wrote the {SECTION} section of {_OUTPUT.value}.")
 
 

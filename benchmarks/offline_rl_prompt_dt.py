@@ -17,7 +17,6 @@ import argparse
 import datetime
 import json
 import os
-import re
 import shlex
 import sys
 
@@ -26,24 +25,12 @@ from absl import logging
 
 from jaxlab.core import config as config_lib
 from jaxlab.core import machine
+from jaxlab.core import metrics as metrics_lib
 from jaxlab.offline_rl import prompt_dt
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 CONFIG_PATH = os.path.join(ROOT, "configs", "offline_rl", "prompt_dt.py")
 METHODS = (("Prompt-DT", True), ("DT without prompt", False))
-
-
-def replace_section(path: str, name: str, text: str) -> None:
-    """Replace the text between `<!-- BEGIN name -->` and `<!-- END name -->` in `path`."""
-    with open(path) as doc:
-        content = doc.read()
-    pattern = re.compile(rf"(<!-- BEGIN {re.escape(name)} -->\n).*?(<!-- END {re.escape(name)} -->)", re.S)
-    if not pattern.search(content):
-        raise ValueError(f"{path} has no '<!-- BEGIN {name} -->' ... '<!-- END {name} -->' markers; add them "
-                         "where the record belongs.")
-    content = pattern.sub(lambda match: match.group(1) + text.rstrip() + "\n" + match.group(2), content)
-    with open(path, "w") as doc:
-        doc.write(content)
 
 
 def run_one(variant: str, seed: int, use_prompt: bool, workdir: str) -> dict:
@@ -116,7 +103,7 @@ def main() -> None:
     ])
     print(text)
     if args.output:
-        replace_section(args.output, f"prompt_dt_{args.variant}", text)
+        metrics_lib.replace_marked_section(args.output, f"prompt_dt_{args.variant}", text)
         print(f"Wrote the prompt_dt_{args.variant} section of {args.output}.")
 
 
