@@ -386,7 +386,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     config_lib.require_int(config, "data.num_test_tasks", min=0)
     config_lib.require_float(config, "data.return_scale", gt=0.0)
     if config_lib.require_bool(config, "data.hide_goal") and family not in GOAL_OBSERVABLE:
-        raise config_lib.ConfigError("data.hide_goal", True, f"False, because {family} observations hold no goal")
+        raise config_lib.ConfigError("data.hide_goal", True, f"False, because {family} observations contain no goal")
     config_lib.require_str(config, "data.root", nonempty=False)
 
     config_lib.require_int(config, "model.hidden_size", min=1)

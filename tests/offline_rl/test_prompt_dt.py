@@ -353,7 +353,7 @@ def test_variants_validate(variant):
 @pytest.mark.parametrize("field, value, message", [
     ("env", "gym/hopper", "family"),
     ("env", "metaworld/", "family"),
-    ("data.hide_goal", True, "hold no goal"),
+    ("data.hide_goal", True, "contain no goal"),
     ("model.hidden_size", 102, "multiple of model.num_heads"),
     ("model.activation", "swish", "gelu"),
     ("train.num_steps", 75, "multiple of train.steps_per_call"),
