@@ -31,6 +31,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from ml_collections.config_flags import config_path
 
+from jaxlab.core import cache
 from jaxlab.core import registry
 from jaxlab.core.config import (
     ConfigError,
@@ -332,9 +333,22 @@ def main(argv: list[str]) -> None:
     logging.info("Experiment %s, config %s, workdir %s", experiment.name, flags.FLAGS["config"].config_filename, workdir)
     _initialize_distributed()
 
-    results = experiment.run(config, workdir)
-    # The whole results dict can be large (tables, per-task lists); the log keeps its scalar entries.
-    scalars = {key: value for key, value in results.items() if isinstance(value, (bool, int, float, str))}
+    try:
+        results = experiment.run(config, workdir)
+    except cache.CacheError as error:
+        # A corrupt or mismatched cached artefact: the message names the file and the fix, so one line is
+        # more useful than a traceback.
+        logging.error("%s", error)
+        sys.stderr.write(f"error: {error}\n")
+        sys.exit(1)
+    # The whole results dict can be large (tables, per-task lists); the log keeps its scalar entries,
+    # one level of nesting included (e.g. "test.success_rate").
+    scalars = {}
+    for key, value in results.items():
+        entries = value.items() if isinstance(value, dict) else [("", value)]
+        for subkey, item in entries:
+            if isinstance(item, (bool, int, float, str)):
+                scalars[f"{key}.{subkey}" if subkey else key] = item
     logging.info("Results of %s (scalar entries; all of them are in results.json):\n%s",
                  experiment.name, json.dumps(scalars, sort_keys=True, indent=2))
     print(f"{experiment.name} finished; outputs are in {workdir}")

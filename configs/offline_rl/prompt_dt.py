@@ -16,7 +16,9 @@ Variants:
                            tasks x 16 segments and rolls out for 150 steps. A run takes 10 to 15 minutes on
                            2 shared CPU cores.
   cheetah_vel_cpu          brax cheetah_vel, all 35 training and 5 held-out velocities, otherwise sized like
-                           metaworld_reach_cpu (200-step rollouts); about 15 minutes on 2 shared CPU cores.
+                           metaworld_reach_cpu (200-step rollouts); about 15 minutes on 2 shared CPU cores
+                           once the data are cached. With an empty cache it first trains the brax PPO expert
+                           (capped at 42 minutes) and collects the shards.
   default_metaworld_reach  paper-sized: all 45 training tasks, 5000 x 10 steps, batch 16 per task.
   default_cheetah_vel      paper-sized cheetah_vel: 5000 x 10 steps, batch 16 per task.
 The model is Prompt-DT's (3 layers, width 128, 1 head, K = 20, prompt of 5 steps, dropout 0.1) in every

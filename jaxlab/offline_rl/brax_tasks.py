@@ -62,6 +62,15 @@ def check_name(name: str) -> str:
     return name
 
 
+def check_noise(noise: str) -> str:
+    """Return `noise`, or raise ValueError naming the PPO expert's noise levels."""
+    from jaxlab.offline_rl import ppo_expert  # ppo_expert imports this module.
+
+    if noise not in ppo_expert.NOISE_LEVELS:
+        raise ValueError(f"Unknown noise level {noise!r}; use one of {sorted(ppo_expert.NOISE_LEVELS)}.")
+    return noise
+
+
 def num_tasks(name: str) -> int:
     return _NUM_TASKS[check_name(name)]
 
@@ -213,8 +222,7 @@ def shard_spec(name: str, task_index: int, noise: str, episodes: int, seed: int,
     from jaxlab.offline_rl import ppo_expert  # ppo_expert imports this module.
 
     check_task_index(name, task_index)
-    if noise not in ppo_expert.NOISE_LEVELS:
-        raise ValueError(f"Unknown noise level {noise!r}; use one of {sorted(ppo_expert.NOISE_LEVELS)}.")
+    check_noise(noise)
     if expert_key is None:
         expert_key = ppo_expert.expert_artifact(ppo_expert.expert_config(name)).key
     params = {"backend": backend, "episode_length": EPISODE_LENGTH, "noise_std": ppo_expert.NOISE_LEVELS[noise],
@@ -235,6 +243,9 @@ def collect_task(name: str, task_index: int, noise: str, episodes: int, seed: in
     """
     from jaxlab.offline_rl import ppo_expert  # ppo_expert imports this module.
 
+    # Check the arguments first: training the expert can take an hour.
+    check_task_index(name, task_index)
+    check_noise(noise)
     if expert is None:
         expert = ppo_expert.load_or_train_expert(ppo_expert.expert_config(name), root=root)
     spec = shard_spec(name, task_index, noise, episodes, seed, expert_key=expert.key, backend=expert.env.backend)

@@ -44,8 +44,8 @@ from jaxlab.core import metrics as metrics_lib
 from jaxlab.core import progress as progress_lib
 from jaxlab.offline_rl import decision_transformer as dt
 
-# Environment family (the part of `env` before "/") -> module with task_split, collect_task and either
-# VectorEnv (batched NumPy environments) or make_env and goals (a jittable environment).
+# Environment family (the part of `env` before "/") -> module with task_split (ValueError for an unknown
+# task), check_noise (ValueError for an unknown noise level), collect_task and either VectorEnv (batched NumPy environments) or make_env and goals (a jittable environment).
 SUITES = {
     "metaworld": "jaxlab.offline_rl.metaworld_data",
     "brax": "jaxlab.offline_rl.brax_tasks",
@@ -375,6 +375,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
         config, "env", lambda e: isinstance(e, str) and e.partition("/")[0] in SUITES and bool(e.partition("/")[2]),
         f"'<family>/<task>' with a family in {sorted(SUITES)}, e.g. 'metaworld/reach-v3' or 'brax/cheetah_vel'")
     family = env.partition("/")[0]
+    # The task name and noise levels are checked here, because collecting data or training a brax expert
+    # for a misspelled one could run for an hour before failing.
+    suite, name = load_suite(env)
+    try:
+        suite.task_split(name)
+    except ValueError as error:
+        raise config_lib.ConfigError("env", env, f"a known task: {error}") from None
+    for field in ("data.noise", "data.prompt_noise"):
+        noise = config_lib.require_str(config, field)
+        try:
+            suite.check_noise(noise)
+        except ValueError as error:
+            raise config_lib.ConfigError(field, noise, f"a noise level of {family}: {error}") from None
 
     config_lib.require_str(config, "data.noise")
     config_lib.require_int(config, "data.episodes", min=1)

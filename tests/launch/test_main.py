@@ -55,6 +55,16 @@ def test_success_writes_config_and_results(tmp_path):
     assert results == {"total": 9.0, "seed": 0}
 
 
+def test_cache_error_in_run_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXLAB_DATA", str(tmp_path / "cache"))
+    result = _launch(f"--config={TOY_CONFIG}", f"--workdir={tmp_path / 'run'}", "--config.output.mode=cached")
+
+    lines = result.stderr.splitlines()
+    assert result.returncode == 1, result.stderr
+    assert lines[-1].startswith("error: Cache artefact"), result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_success_copies_absl_log_to_workdir(tmp_path):
     workdir = tmp_path / "run"
     result = _launch(f"--config={TOY_CONFIG}", f"--workdir={workdir}")
@@ -138,7 +148,7 @@ def test_bad_nested_value_rejected(tmp_path):
     workdir = tmp_path / "run"
     result = _launch(f"--config={TOY_CONFIG}", f"--workdir={workdir}", "--config.output.mode=median")
     line = _assert_rejected(result, workdir)
-    assert line == "invalid config: output.mode='median'; expected one of ['sum', 'mean']"
+    assert line == "invalid config: output.mode='median'; expected one of ['sum', 'mean', 'cached']"
 
 
 def test_negative_seed_rejected(tmp_path):

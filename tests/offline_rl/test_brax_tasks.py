@@ -67,6 +67,15 @@ def test_shard_spec_records_collection():
         brax_tasks.shard_spec("cheetah_vel", 7, "loud", 10, 0, expert_key="abc")
 
 
+def test_collect_task_checks_arguments_before_training(tmp_path):
+    # A bad noise level or task index must fail at once, not after the expert's hour of training.
+    with pytest.raises(ValueError, match="random"):
+        brax_tasks.collect_task("cheetah_vel", 7, "random", 10, 0, root=str(tmp_path))
+    with pytest.raises(ValueError, match="task_index=40"):
+        brax_tasks.collect_task("cheetah_vel", 40, "expert", 10, 0, root=str(tmp_path))
+    assert not any(tmp_path.iterdir())
+
+
 def test_cheetah_obs_excludes_goal(cheetah):
     env, reset, _ = cheetah
     slow = reset(jax.random.PRNGKey(3), jnp.asarray([0.5]))

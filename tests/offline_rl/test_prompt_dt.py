@@ -33,6 +33,11 @@ def task_split(name):
     return (0, 1, 2, 3), (4, 5)
 
 
+def check_noise(noise):
+    if noise != "expert":
+        raise ValueError(f"the toy suite has only the noise level 'expert', got {noise!r}")
+
+
 def goals(name):
     angles = 2 * np.pi * np.arange(NUM_TASKS) / NUM_TASKS
     return (0.5 * np.stack([np.cos(angles), np.sin(angles)], axis=1)).astype(np.float32)
@@ -353,6 +358,10 @@ def test_variants_validate(variant):
 @pytest.mark.parametrize("field, value, message", [
     ("env", "gym/hopper", "family"),
     ("env", "metaworld/", "family"),
+    ("env", "metaworld/reachh-v3", "close names: reach-v3"),
+    ("env", "brax/cheetah_velo", "cheetah_vel"),
+    ("data.noise", "random", "noise level of brax"),
+    ("data.prompt_noise", "Expert", "noise level of brax"),
     ("data.hide_goal", True, "contain no goal"),
     ("model.hidden_size", 102, "multiple of model.num_heads"),
     ("model.activation", "swish", "gelu"),
