@@ -2,7 +2,7 @@
 # python3 on first use and installs jaxlab into it in editable mode, with the
 # test, multi-agent (jaxmarl) and offline-RL (Meta-World, brax) extras.
 #
-#   make install                 create .venv and pip install -e '.[test,marl,offline_rl]'
+#   make install                 create .venv and pip install -e '.[test,marl,offline-rl]'
 #   make demo [METHOD=polar]     run one method's quick experiment
 #   make test [PYTEST_ARGS=...]  the test suite on 2 workers and 8 host devices
 #   make bench [BENCHMARKS=...]  run the benchmark scripts
@@ -40,7 +40,7 @@ $(PYTHON):
 	  rm -rf $(VENV); exit 1; }
 
 $(INSTALL_STAMP): setup.cfg pyproject.toml | $(PYTHON)
-	$(PYTHON) -m pip install --quiet -e '.[test,marl,offline_rl]'
+	$(PYTHON) -m pip install --quiet -e '.[test,marl,offline-rl]'
 	touch $@
 
 # WordNet's database files feed the offline text suite (jaxlab.data.text). They
