@@ -100,16 +100,10 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
         config.eval.episodes = 4
         config.eval.max_steps = 150
     elif variant == "metaworld_reach_cpu":
+        _cpu_run(config)
         config.data.episodes = 5
         config.data.prompt_episodes = 2
         config.data.num_train_tasks = 20
-        config.model.hidden_size = 64
-        config.model.num_layers = 2
-        config.train.tasks_per_batch = 4
-        config.train.num_steps = 1500
-        config.train.learning_rate = 5e-4
-        config.train.warmup_steps = 100
-        config.eval.episodes = 5
         config.eval.max_steps = 150
     elif variant == "cheetah_vel_cpu":
         _cheetah_vel(config)
@@ -118,24 +112,12 @@ def get_config(variant: str = "quick") -> ml_collections.ConfigDict:
         config.data.episodes = 20
         config.data.prompt_episodes = 20
         config.data.prompt_seed = 0
-        config.model.hidden_size = 64
-        config.model.num_layers = 2
-        config.train.tasks_per_batch = 4
-        config.train.num_steps = 1500
-        config.train.learning_rate = 5e-4
-        config.train.warmup_steps = 100
-        config.eval.episodes = 5
+        _cpu_run(config)
     elif variant == "default_metaworld_reach":
-        config.train.num_steps = 50000  # Prompt-DT: 5000 iterations of 10 steps.
-        config.train.warmup_steps = 10000
-        config.train.checkpoint_every = 5000
-        config.eval.episodes = 50
+        _paper_run(config)
     elif variant == "default_cheetah_vel":
         _cheetah_vel(config)
-        config.train.num_steps = 50000
-        config.train.warmup_steps = 10000
-        config.train.checkpoint_every = 5000
-        config.eval.episodes = 50
+        _paper_run(config)
     else:
         raise ValueError(f"unknown variant {variant!r} of configs/offline_rl/prompt_dt.py; expected one of "
                          f"{', '.join(VARIANTS)}")
@@ -148,3 +130,22 @@ def _cheetah_vel(config: ml_collections.ConfigDict) -> None:
     config.data.return_scale = 500.0
     config.eval.max_steps = 200
     config.eval.target_return = 0.0  # Prompt-DT's target for cheetah_vel (rewards are negative).
+
+
+def _cpu_run(config: ml_collections.ConfigDict) -> None:
+    """Set the training size that fits three seeds of both methods in an hour on 2 CPU cores."""
+    config.model.hidden_size = 64
+    config.model.num_layers = 2
+    config.train.tasks_per_batch = 4
+    config.train.num_steps = 1500
+    config.train.learning_rate = 5e-4
+    config.train.warmup_steps = 100
+    config.eval.episodes = 5
+
+
+def _paper_run(config: ml_collections.ConfigDict) -> None:
+    """Set Prompt-DT's training length: 5000 iterations of 10 steps, 10000 warmup steps."""
+    config.train.num_steps = 50000
+    config.train.warmup_steps = 10000
+    config.train.checkpoint_every = 5000
+    config.eval.episodes = 50
