@@ -3,7 +3,7 @@
 A dataset is a list of task shards. Each shard is one cache artefact
 (`jaxlab.core.cache`), so it is written atomically, every file carries a sha256
 in its manifest, and a collector that is killed keeps the shards it finished:
-running it again skips them. A shard holds `E` episodes of one task padded to
+running it again skips them. A shard contains `E` episodes of one task padded to
 a common length `T`:
 
 | array           | shape           | dtype   | meaning                                            |
@@ -114,7 +114,7 @@ def validate_shard(arrays: Mapping[str, np.ndarray], where: str = "shard") -> No
     extra = sorted(set(arrays) - set(ARRAY_LAYOUT))
     if missing or extra:
         raise DatasetError(f"{where}: missing arrays {missing}, unexpected arrays {extra}; "
-                           f"a shard holds exactly {sorted(ARRAY_LAYOUT)}.")
+                           f"a shard contains exactly {sorted(ARRAY_LAYOUT)}.")
     for name, (dtype, rank) in ARRAY_LAYOUT.items():
         array = arrays[name]
         if array.dtype != dtype or array.ndim != rank:
@@ -135,8 +135,8 @@ def validate_shard(arrays: Mapping[str, np.ndarray], where: str = "shard") -> No
                            f"got {lengths.tolist()[:8]}.")
     for name in ("observations", "actions", "rewards", "returns_to_go", "goal"):
         if not np.all(np.isfinite(arrays[name])):
-            raise DatasetError(f"{where}: {name} holds NaN or inf; the collector or the environment "
-                               "diverged, so regenerate the shard.")
+            raise DatasetError(f"{where}: {name} contains NaN or inf because the collector or the "
+                               "environment diverged. Regenerate the shard.")
     expected_rtg = returns_to_go(arrays["rewards"], lengths)
     if not np.allclose(arrays["returns_to_go"], expected_rtg, rtol=1e-4, atol=1e-3):
         raise DatasetError(f"{where}: returns_to_go is not the reward sum-to-end of each episode.")

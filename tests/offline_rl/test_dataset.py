@@ -34,7 +34,7 @@ def _spec(**overrides):
     return dataset.ShardSpec(**fields)
 
 
-def test_returns_to_go_sums_rewards_to_the_end_and_zeroes_padding():
+def test_returns_to_go_zeroes_padding():
     rewards = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], np.float32)
     rtg = dataset.returns_to_go(rewards, np.array([3, 2]))
     np.testing.assert_allclose(rtg, [[6.0, 5.0, 3.0], [9.0, 5.0, 0.0]])
