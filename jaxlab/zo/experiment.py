@@ -53,6 +53,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
         config_lib.require(config, "model.label_words", lambda w: isinstance(w, (tuple, list)) and all(
             isinstance(word, str) and word for word in w),
             "a tuple of one non-empty label word per class, or () for words from the class names")
+    else:
+        # BERT models read classes from a cosine head, so OPT-only fields would be silently ignored.
+        config_lib.require(config, "model.label_words", lambda w: not w,
+                           f"() for model.name={config.model.name!r}; label words apply to model.name='opt' only")
+        config_lib.require(config, "model.checkpoint_dir", lambda d: not d,
+                           f"'' for model.name={config.model.name!r}; the checkpoint directory applies to "
+                           "model.name='opt' only")
     config_lib.require_choice(config, "task.name", tuple(text_lib.TEXT_TASKS))
     config_lib.require_int(config, "task.train_per_class", min=1)
     config_lib.require_int(config, "task.test_per_class", min=1)

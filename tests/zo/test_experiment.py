@@ -45,6 +45,8 @@ def test_every_variant_validates():
     ("batch_size", 10_000),
     ("model.max_length", 1),
     ("model.frozen_pattern", "[unclosed"),
+    ("model.label_words", (" animal", " plant")),  # OPT-only fields on a BERT model.
+    ("model.checkpoint_dir", "/tmp"),
 ])
 def test_validate_rejects_bad_values(field, value):
     config = _tiny_config()
