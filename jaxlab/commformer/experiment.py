@@ -220,6 +220,45 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     return results
 
 
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, episodes: int | None = None,
+                        key: jax.Array | None = None) -> dict[str, float]:
+    """Evaluate the last checkpoint in `workdir` greedily: win rate, episode return and gate rate.
+
+    Args:
+        config: the config the run was trained with (it fixes the shapes of the checkpoint).
+        workdir: the workdir of the run, which contains `checkpoints/`.
+        episodes: test episodes, run in parallel; None keeps `train.eval_episodes`. More episodes give a
+            finer estimate than the evaluations during training (standard error sqrt(p(1-p)/episodes)).
+        key: the episodes' key; None uses fold_in(key(seed), 2), which training's evaluations never use.
+
+    Raises:
+        FileNotFoundError: `workdir` contains no checkpoint.
+    """
+    if episodes is not None:
+        config = ml_collections.ConfigDict(config.to_dict())
+        config.train.eval_episodes = episodes
+        validate(config)
+    checkpoint_dir = os.path.join(workdir, "checkpoints")
+    missing = FileNotFoundError(f"no checkpoint in {checkpoint_dir}; train the run first (experiment.run) or "
+                                "pass the workdir of a trained run")
+    if not os.path.isdir(checkpoint_dir):  # Checked first: the Checkpointer would create the directory.
+        raise missing
+    checkpointer = checkpoint_lib.Checkpointer(checkpoint_dir, max_to_keep=2)
+    if checkpointer.latest_step() is None:
+        checkpointer.close()
+        raise missing
+    trainer = train_lib.make_train(config)
+    root_key = jax.random.key(config.seed)
+    template = {"state": trainer.init(jax.random.fold_in(root_key, 0)),
+                "evals": np.full((trainer.num_chunks, len(EVAL_COLUMNS)), np.nan), "elapsed_s": np.zeros(())}
+    state = checkpointer.restore(template)["state"]
+    checkpointer.close()
+
+    key = jax.random.fold_in(root_key, 2) if key is None else key
+    result = jax.device_get(trainer.evaluate(state.params, state.update, key))
+    return {name: float(value) for name, value in result.items()}
+
+
 def _summarize(config, trainer, state, evals, elapsed_s, timed_steps, timed_seconds) -> dict[str, Any]:
     done = evals[~np.isnan(evals[:, 0])]
     final = done[-1]

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 
+import jax
 import pytest
 
 from jaxlab.commformer import experiment, train
@@ -41,6 +42,15 @@ def test_run_resumes_to_identical_results(make_tiny_config, tmp_path, monkeypatc
     for row_index, row in enumerate(results["adjacency"]):
         assert row[row_index] == 0.0
         assert sum(row) == 1.0
+
+    # The last checkpoint reproduces the final evaluation when given its key (chunk 1 of eval key 1).
+    final_key = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), 1), 1)
+    evaluation = experiment.evaluate_checkpoint(config, str(full_dir), key=final_key)
+    assert evaluation["win_rate"] == results["test_win_rate"]
+    assert evaluation["episode_return"] == pytest.approx(results["test_episode_return"], rel=1e-6)
+    assert evaluation["gate_rate"] == pytest.approx(results["test_gate_rate"], rel=1e-6)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        experiment.evaluate_checkpoint(config, str(tmp_path / "untrained"))
 
     # Interrupt after the first chunk: keep only its checkpoint, then run again in that directory.
     shutil.copytree(full_dir, resumed_dir)
