@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from benchmarks import commformer_record  # noqa: E402
 from jaxlab.commformer import experiment  # noqa: E402
 from jaxlab.commformer.envs import SMAX_MAPS  # noqa: E402
+from jaxlab.core import metrics as metrics_lib  # noqa: E402
 from jaxlab.core.config import load_config_file  # noqa: E402
 
 METHODS = ("commformer", "commformer_gated", "full", "none", "mappo")
@@ -39,6 +40,11 @@ _VARIANT = flags.DEFINE_string("variant", "", "Variant of configs/commformer/sma
 _WORKDIR = flags.DEFINE_string("workdir", "runs/commformer_maps", "Root of the run directories.")
 _SECTION = flags.DEFINE_string("section", "maps", "Marked section of docs/commformer.md to replace.")
 _WRITE_DOC = flags.DEFINE_bool("write_doc", False, "Write the table into docs/commformer.md.")
+_GATE_PLOT = flags.DEFINE_string("gate_plot", "", "PNG path for the gate rate over training of the gated runs "
+                                  "('' draws none).")
+_FINAL_EVAL_EPISODES = flags.DEFINE_integer(
+    "final_eval_episodes", 512, "Greedy test episodes for a second evaluation of each run's last checkpoint, "
+    "finer than the evaluations during training (0 skips it).")
 _TIME_LIMIT = flags.DEFINE_float("time_limit_minutes", -1.0,
                                  "Override train.time_limit_minutes of the variant (minutes; -1 keeps it).")
 
@@ -79,33 +85,72 @@ def _cell(values, scale=100.0, digits=1):
     return f"{scale * mean:.{digits}f} ± {scale * error:.{digits}f}"
 
 
+def plot_gate_rates(path: str, workdirs: dict[str, str]) -> None:
+    """Plot the fraction of agent-steps that receive messages in training rollouts against env steps."""
+    series = []
+    for label, workdir in workdirs.items():
+        with open(os.path.join(workdir, "metrics.jsonl")) as file:
+            records = [json.loads(line) for line in file if line.strip()]
+        records = [r for r in records if "train_gate_rate" in r and "env_steps" in r]
+        series.append({"x": [r["env_steps"] for r in records], "y": [r["train_gate_rate"] for r in records],
+                       "label": label})
+    metrics_lib.plot_lines(path, series, xlabel="env steps", ylabel="receive rate (fraction of agent-steps)",
+                           title="Temporal gating: receive rate over training")
+    logging.info("Wrote %s.", path)
+
+
+def final_evaluation(config, workdir: str, episodes: int) -> dict:
+    """Evaluate the run's last checkpoint on `episodes` episodes; the result is cached in the workdir."""
+    path = os.path.join(workdir, f"final_eval_{episodes}.json")
+    if not os.path.exists(path):
+        evaluation = experiment.evaluate_checkpoint(config, workdir, episodes)
+        with open(path, "w") as file:
+            json.dump(evaluation, file)
+    with open(path) as file:
+        return json.load(file)
+
+
 def main(argv):
     del argv
     seeds = [int(seed) for seed in _SEEDS.value]
-    lines = [f"Variant '{_VARIANT.value or 'default'}', seeds {seeds}; mean ± standard error over seeds"
-             + (f"; time limit {_TIME_LIMIT.value:g} minutes per run." if _TIME_LIMIT.value >= 0 else "."), "",
+    lines = [f"Variant '{_VARIANT.value or 'default'}', seeds {seeds}; mean ± standard error over seeds.", "",
              "| map | method | test win rate (%) | receive rate (% of agent-steps) | minutes to target | "
-             "env steps to target | env steps/s |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "env steps to target | minutes trained | env steps/s |"
+             + (f" win rate, {_FINAL_EVAL_EPISODES.value} episodes (%) | receive rate, "
+                f"{_FINAL_EVAL_EPISODES.value} episodes (%) |" if _FINAL_EVAL_EPISODES.value else ""),
+             "| --- " * (10 if _FINAL_EVAL_EPISODES.value else 8) + "|"]
     for map_name in _MAPS.value:
         for method in _METHODS.value:
-            results = []
+            results, finals = [], []
             for seed in seeds:
                 workdir = os.path.join(_WORKDIR.value, map_name, method, f"seed{seed}")
                 path = os.path.join(workdir, "results.json")
+                config = method_config(_VARIANT.value, map_name, method, seed)
                 if not os.path.exists(path):
                     logging.info("Running %s %s seed %d in %s.", map_name, method, seed, workdir)
-                    experiment.run(method_config(_VARIANT.value, map_name, method, seed), workdir)
+                    experiment.run(config, workdir)
                 with open(path) as file:
                     results.append(json.load(file))
+                if _FINAL_EVAL_EPISODES.value:
+                    finals.append(final_evaluation(config, workdir, _FINAL_EVAL_EPISODES.value))
             reached = [r["minutes_to_target"] for r in results]
             lines.append(" | ".join([
                 f"| {map_name}", method, _cell([r["test_win_rate"] for r in results]),
                 _cell([r["test_gate_rate"] for r in results]),
                 f"{_cell(reached, 1.0)} ({sum(m is not None for m in reached)}/{len(results)} reached)",
                 _cell([r["env_steps_to_target"] for r in results], 1.0, 0),
-                _cell([r["env_steps_per_s"] for r in results], 1.0, 0)]) + " |")
+                _cell([r["train_minutes"] for r in results], 1.0),
+                _cell([r["env_steps_per_s"] for r in results], 1.0, 0)]
+                + ([_cell([f["win_rate"] for f in finals]), _cell([f["gate_rate"] for f in finals])]
+                   if finals else [])) + " |")
     lines += ["", "Receive rate: the percentage of agent-steps with an open gate in the greedy test episodes "
-              "(100% without gating). Minutes are the wall-clock time of training and evaluation, compilation included."]
+              "(100% without gating). Minutes are the wall-clock time of training and evaluation, compilation included; "
+              "a run stops at the end of the chunk that passes its time limit. The last two columns evaluate each run's "
+              "last checkpoint again on more episodes, with a key that training's evaluations never use."]
+    if _GATE_PLOT.value:
+        gated = {f"{map_name}, seed {seed}": os.path.join(_WORKDIR.value, map_name, "commformer_gated", f"seed{seed}")
+                 for map_name in _MAPS.value for seed in seeds if "commformer_gated" in _METHODS.value}
+        plot_gate_rates(_GATE_PLOT.value, gated)
     record = commformer_record.record_header() + "\n" + "\n".join(lines)
     print(record)
     if _WRITE_DOC.value:
