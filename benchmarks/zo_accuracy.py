@@ -9,6 +9,9 @@ their workdirs, and finished runs are read back instead of rerun.
 
 Run:
   python benchmarks/zo_accuracy.py --runs mezo,lezo,mezo:1e-3 --num_steps 1000 --seeds 0,1,2 --write_doc
+
+The default --frozen_pattern tunes only biases, LayerNorm parameters and the head, the setting that
+zeroth-order steps improve within a CPU budget; pass --frozen_pattern '' to tune every parameter.
 """
 
 from __future__ import annotations
@@ -72,35 +75,51 @@ def _mean_and_error(values) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--runs", default="mezo,lezo",
                         help="comma-separated optimizer[:learning_rate] with optimizer mezo, lezo or sparse_mezo")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (3 or more for an error bar)")
     parser.add_argument("--task", default="noun_concrete", help="a key of jaxlab.data.text.TEXT_TASKS")
     parser.add_argument("--num_steps", type=int, default=1000, help="steps per run; each costs two forward passes")
-    parser.add_argument("--eval_every", type=int, default=250)
+    parser.add_argument("--eval_every", type=int, default=250, help="steps between test-accuracy evaluations")
     parser.add_argument("--learning_rate", type=float, default=3e-3, help="for runs that name none")
-    parser.add_argument("--epsilon", type=float, default=1e-3)
-    parser.add_argument("--frozen_pattern", default="embeddings",
+    parser.add_argument("--epsilon", type=float, default=1e-3, help="SPSA perturbation scale")
+    parser.add_argument("--frozen_pattern", default="embeddings|^encoder/.*/kernel$",
                         help="regex of parameter paths kept fixed ('' tunes all)")
-    parser.add_argument("--workdir", default="runs/zo_accuracy")
+    parser.add_argument("--workdir", default="runs/zo_accuracy", help="root of the run directories; runs resume")
     parser.add_argument("--write_doc", action="store_true", help="replace the 'accuracy' section of docs/zo.md")
     args = parser.parse_args()
     logging.set_verbosity(logging.INFO)
 
-    runs = [parse_run(spec, args.learning_rate) for spec in args.runs.split(",")]
-    seeds = [int(seed) for seed in args.seeds.split(",")]
-    started = datetime.datetime.now(datetime.timezone.utc)
-    results = {}
+    try:
+        runs = [parse_run(spec, args.learning_rate) for spec in args.runs.split(",")]
+    except ValueError as error:
+        parser.error(f"--runs: {error}")
+    try:
+        seeds = [int(seed) for seed in args.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds {args.seeds!r}: expected comma-separated non-negative integers, e.g. 0,1,2")
+
+    # Build and check every run's config first, so a bad value fails before hours of training.
+    configs = {}
     for method, learning_rate in runs:
         for seed in seeds:
-            workdir = os.path.join(args.workdir, args.task, f"{method}_lr{learning_rate:g}", f"seed{seed}")
-            path = os.path.join(workdir, metrics_lib.RESULTS_FILE)
-            if not os.path.exists(path):
-                logging.info("Running %s, seed %d, in %s.", run_label(method, learning_rate), seed, workdir)
-                experiment.run(run_config(args, method, learning_rate, seed), workdir)
-            with open(path) as file:
-                results[method, learning_rate, seed] = json.load(file)
+            try:
+                configs[method, learning_rate, seed] = run_config(args, method, learning_rate, seed)
+            except config_lib.ConfigError as error:
+                parser.error(f"run {run_label(method, learning_rate)}, seed {seed}: {error}")
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    results = {}
+    for (method, learning_rate, seed), config in configs.items():
+        workdir = os.path.join(args.workdir, args.task, f"{method}_lr{learning_rate:g}", f"seed{seed}")
+        path = os.path.join(workdir, metrics_lib.RESULTS_FILE)
+        if not os.path.exists(path):
+            logging.info("Running %s, seed %d, in %s.", run_label(method, learning_rate), seed, workdir)
+            experiment.run(config, workdir)
+        with open(path) as file:
+            results[method, learning_rate, seed] = json.load(file)
 
     first = results[(*runs[0], seeds[0])]
     eval_steps = first["accuracy_curve"]["step"]

@@ -47,9 +47,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     config_lib.require_str(config, "model.frozen_pattern", nonempty=False)
     config_lib.require(config, "model.frozen_pattern", _is_regex, "a valid Python regular expression")
     if config.model.name == "opt":
-        config_lib.require(config, "model.checkpoint_dir", lambda d: isinstance(d, str) and os.path.isdir(d),
-                           "a local Hugging Face OPT directory with config.json, model.safetensors and "
-                           "tokenizer.json")
+        config_lib.require(config, "model.checkpoint_dir", _is_opt_checkpoint_dir,
+                           "a local Hugging Face OPT directory with config.json, tokenizer.json and "
+                           "model.safetensors (or a sharded model.safetensors.index.json)")
         config_lib.require(config, "model.label_words", lambda w: isinstance(w, (tuple, list)) and all(
             isinstance(word, str) and word for word in w),
             "a tuple of one non-empty label word per class, or () for words from the class names")
@@ -61,6 +61,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
                            f"'' for model.name={config.model.name!r}; the checkpoint directory applies to "
                            "model.name='opt' only")
     config_lib.require_choice(config, "task.name", tuple(text_lib.TEXT_TASKS))
+    if config.model.name == "opt":
+        num_classes = len(text_lib.TEXT_TASKS[config.task.name].class_names)
+        config_lib.require(config, "model.label_words", lambda w: len(w) in (0, num_classes),
+                           f"() or {num_classes} words, one per class of task {config.task.name!r}")
     config_lib.require_int(config, "task.train_per_class", min=1)
     config_lib.require_int(config, "task.test_per_class", min=1)
 
@@ -82,6 +86,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     num_train = config.task.train_per_class * len(text_lib.TEXT_TASKS[config.task.name].class_names)
     config_lib.require(config, "batch_size", lambda b: b <= num_train,
                        f"an int no larger than the {num_train} training examples (train_per_class x classes)")
+
+
+def _is_opt_checkpoint_dir(directory) -> bool:
+    def has(name: str) -> bool:
+        return os.path.isfile(os.path.join(directory, name))
+
+    return (isinstance(directory, str) and has("config.json") and has("tokenizer.json")
+            and (has("model.safetensors") or has("model.safetensors.index.json")))
 
 
 def _is_regex(pattern: str) -> bool:

@@ -117,8 +117,23 @@ def test_opt_prompt_model_runs_from_local_checkpoint(tmp_path):
     assert results["accuracy_curve"]["step"] == [6, 12]
 
 
-def test_opt_needs_checkpoint_dir():
+def test_opt_needs_checkpoint_dir(tmp_path):
     config = _tiny_config()
     config.model.name = "opt"
     with pytest.raises(config_lib.ConfigError, match="model.checkpoint_dir"):
+        experiment.validate(config)
+
+    config.model.checkpoint_dir = str(tmp_path)  # A directory without the checkpoint files.
+    with pytest.raises(config_lib.ConfigError, match="model.checkpoint_dir"):
+        experiment.validate(config)
+
+
+def test_opt_label_words_match_classes(tmp_path):
+    for name in ("config.json", "tokenizer.json", "model.safetensors"):
+        (tmp_path / name).write_text("{}")
+    config = _tiny_config()
+    config.model.name = "opt"
+    config.model.checkpoint_dir = str(tmp_path)
+    config.model.label_words = (" one",)
+    with pytest.raises(config_lib.ConfigError, match="model.label_words"):
         experiment.validate(config)
