@@ -10,8 +10,8 @@ their workdirs, and finished runs are read back instead of rerun.
 Run:
   python benchmarks/zo_accuracy.py --runs mezo,lezo,mezo:1e-3 --num_steps 1000 --seeds 0,1,2 --write_doc
 
-The default --frozen_pattern tunes only biases, LayerNorm parameters and the head, the setting that
-zeroth-order steps improve within a CPU budget; pass --frozen_pattern '' to tune every parameter.
+The default --frozen_pattern tunes only biases, LayerNorm parameters and the head, because zeroth-order
+steps improve those within a CPU budget. Pass --frozen_pattern '' to tune every parameter.
 """
 
 from __future__ import annotations
