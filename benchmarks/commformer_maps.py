@@ -4,7 +4,7 @@ Run (each run resumes from its workdir, so an interrupted sweep continues where 
   # Learned graph (S = 0.4) against the full graph, no communication and MAPPO, 3 seeds, accelerator-sized:
   python benchmarks/commformer_maps.py --variant= --seeds=0,1,2 --write_doc
   # 60-minute CPU budget on 3m and 2s3z (time to 90% test win rate):
-  python benchmarks/commformer_maps.py --variant=cpu --maps=3m,2s3z --methods=commformer_gated --seeds=0 \
+  python benchmarks/commformer_maps.py --variant=cpu --maps=3m,2s3z --methods=commformer --seeds=0 \
       --section=cpu_budget --write_doc
   # Gating: receive rate at equal win rate:
   python benchmarks/commformer_maps.py --methods=commformer,commformer_gated --section=gating --write_doc

@@ -229,12 +229,21 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, episode
         workdir: the workdir of the run, which contains `checkpoints/`.
         episodes: test episodes, run in parallel; None keeps `train.eval_episodes`. More episodes give a
             finer estimate than the evaluations during training (standard error sqrt(p(1-p)/episodes)).
-        key: the episodes' key; None uses fold_in(key(seed), 2), which training's evaluations never use.
+        key: a JAX PRNG key for the episodes; None uses fold_in(key(seed), 2), which training's evaluations
+            never use.
+
+    Returns:
+        {"win_rate", "episode_return", "gate_rate"}: the fraction of episodes won, the mean episode return
+        and the fraction of agent-steps with an open gate (1.0 without gating).
 
     Raises:
         FileNotFoundError: `workdir` contains no checkpoint.
+        ValueError: `episodes` is not a positive int.
     """
     if episodes is not None:
+        if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+            raise ValueError(f"invalid episodes={episodes!r}: expected a positive int, or None for the config's "
+                             "train.eval_episodes")
         config = ml_collections.ConfigDict(config.to_dict())
         config.train.eval_episodes = episodes
         validate(config)

@@ -49,6 +49,8 @@ def test_run_resumes_to_identical_results(make_tiny_config, tmp_path, monkeypatc
     assert evaluation["win_rate"] == results["test_win_rate"]
     assert evaluation["episode_return"] == pytest.approx(results["test_episode_return"], rel=1e-6)
     assert evaluation["gate_rate"] == pytest.approx(results["test_gate_rate"], rel=1e-6)
+    with pytest.raises(ValueError, match="episodes=0"):
+        experiment.evaluate_checkpoint(config, str(full_dir), episodes=0)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         experiment.evaluate_checkpoint(config, str(tmp_path / "untrained"))
 
