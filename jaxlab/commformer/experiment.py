@@ -147,15 +147,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Train in jitted chunks with evaluation and checkpoints between them; resume from `workdir`."""
     trainer = train_lib.make_train(config)
     root_key = jax.random.key(config.seed)
-    state = trainer.init(jax.random.fold_in(root_key, 0))
+    initial = _checkpoint_template(trainer, root_key)
+    state, evals, elapsed_s = initial["state"], initial["evals"], 0.0
     eval_key = jax.random.fold_in(root_key, 1)
-    evals = np.full((trainer.num_chunks, len(EVAL_COLUMNS)), np.nan)
-    elapsed_s = 0.0
 
     checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=2)
     chunks_done = checkpointer.latest_step() or 0
     if chunks_done:
-        restored = checkpointer.restore({"state": state, "evals": evals, "elapsed_s": np.zeros(())})
+        restored = checkpointer.restore(initial)
         state, evals, elapsed_s = restored["state"], np.asarray(restored["evals"]).copy(), float(
             restored["elapsed_s"])
         logging.info("Resumed from checkpoint after chunk %d (%d PPO updates, %.1f minutes of training).",
@@ -220,6 +219,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     return results
 
 
+def _checkpoint_template(trainer, root_key: jax.Array) -> dict[str, Any]:
+    """The checkpointed tree at the start of a run: train state, evaluation table (NaN rows) and seconds."""
+    return {"state": trainer.init(jax.random.fold_in(root_key, 0)),
+            "evals": np.full((trainer.num_chunks, len(EVAL_COLUMNS)), np.nan), "elapsed_s": np.zeros(())}
+
+
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, episodes: int | None = None,
                         key: jax.Array | None = None) -> dict[str, float]:
     """Evaluate the last checkpoint in `workdir` greedily: win rate, episode return and gate rate.
@@ -238,7 +243,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, episode
 
     Raises:
         FileNotFoundError: `workdir` contains no checkpoint.
-        ValueError: `episodes` is not a positive int.
+        ValueError: `episodes` is not a positive int, or `key` is not a scalar typed PRNG key.
     """
     if episodes is not None:
         if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
@@ -247,6 +252,11 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, episode
         config = ml_collections.ConfigDict(config.to_dict())
         config.train.eval_episodes = episodes
         validate(config)
+    if isinstance(key, jax.Array) and key.dtype == np.uint32 and key.shape == (2,):
+        key = jax.random.wrap_key_data(key)  # A legacy jax.random.PRNGKey.
+    if key is not None and not (isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+                                and key.shape == ()):
+        raise ValueError(f"invalid key={key!r}: expected one PRNG key from jax.random.key(seed), or None")
     checkpoint_dir = os.path.join(workdir, "checkpoints")
     missing = FileNotFoundError(f"no checkpoint in {checkpoint_dir}; train the run first (experiment.run) or "
                                 "pass the workdir of a trained run")
@@ -258,9 +268,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, episode
         raise missing
     trainer = train_lib.make_train(config)
     root_key = jax.random.key(config.seed)
-    template = {"state": trainer.init(jax.random.fold_in(root_key, 0)),
-                "evals": np.full((trainer.num_chunks, len(EVAL_COLUMNS)), np.nan), "elapsed_s": np.zeros(())}
-    state = checkpointer.restore(template)["state"]
+    state = checkpointer.restore(_checkpoint_template(trainer, root_key))["state"]
     checkpointer.close()
 
     key = jax.random.fold_in(root_key, 2) if key is None else key

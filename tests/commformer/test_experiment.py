@@ -51,6 +51,10 @@ def test_run_resumes_to_identical_results(make_tiny_config, tmp_path, monkeypatc
     assert evaluation["gate_rate"] == pytest.approx(results["test_gate_rate"], rel=1e-6)
     with pytest.raises(ValueError, match="episodes=0"):
         experiment.evaluate_checkpoint(config, str(full_dir), episodes=0)
+    with pytest.raises(ValueError, match="key=0"):
+        experiment.evaluate_checkpoint(config, str(full_dir), key=0)
+    legacy_key = jax.random.key_data(final_key)  # uint32[2], as jax.random.PRNGKey returns.
+    assert experiment.evaluate_checkpoint(config, str(full_dir), key=legacy_key)["win_rate"] == results["test_win_rate"]
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         experiment.evaluate_checkpoint(config, str(tmp_path / "untrained"))
 
