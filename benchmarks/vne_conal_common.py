@@ -16,23 +16,29 @@ from jaxlab.vne.conal import experiment
 CONFIG_PATH = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "vne", "conal.py")
 
 
-def load_config(variant: str) -> ml_collections.ConfigDict:
-    """Return `configs/vne/conal.py:<variant>`, validated."""
+def load_config(variant: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
+    """Return `configs/vne/conal.py:<variant>` with `overrides` ({"train.epochs": 3, ...}) applied, validated."""
     spec = importlib.util.spec_from_file_location("vne_conal_config", CONFIG_PATH)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config(variant)
+    for path, value in (overrides or {}).items():
+        *parents, leaf = path.split(".")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
     experiment.validate(config)
     return config
 
 
-def run_variant(variant: str, workdir: str) -> dict:
+def run_variant(variant: str, workdir: str, overrides: dict | None = None) -> dict:
     """Run (or resume, or reuse the finished results of) one variant of the experiment in `workdir`.
 
-    A workdir whose config.json differs from the variant's config is rejected, so results of two
-    configurations never mix.
+    `overrides` maps dotted config fields to new values. A workdir whose config.json differs from the
+    resulting config is rejected, so results of two configurations never mix.
     """
-    config = load_config(variant)
+    config = load_config(variant, overrides)
     os.makedirs(workdir, exist_ok=True)
     config_path = os.path.join(workdir, "config.json")
     wanted = json.loads(config.to_json())
@@ -49,6 +55,13 @@ def run_variant(variant: str, workdir: str) -> dict:
         with open(results_path) as f:
             return json.load(f)
     return experiment.run(config, workdir)
+
+
+def epoch_settings(epochs: int) -> tuple[dict, str, str]:
+    """Return the config overrides, workdir suffix and section-title note of --epochs (0 keeps the size's own)."""
+    if not epochs:
+        return {}, "", ""
+    return {"train.epochs": epochs}, f"_{epochs}ep", f", {epochs} epochs"
 
 
 def cell(record: dict, name: str, scale: float = 1.0, digits: int = 1) -> str:

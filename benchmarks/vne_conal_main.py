@@ -3,9 +3,10 @@
   python benchmarks/vne_conal_main.py --size=cpu --workdir=runs/vne_conal_bench --output=docs/conal.md
 
 Trains `configs/vne/conal.py:<size>` and `<size>,ppo_gat` (each resumable in its own workdir below
---workdir) and evaluates both strictly on the test traces of every topology. One table goes into the
-section "Results (<size>)" of --output, followed by the acceptance checks. CONAL should accept at least 10
-points more than GRC on WX100, never break a capacity at inference, and accept at least as much as PPO-GAT.
+--workdir) and evaluates both strictly on the test traces of every topology. --epochs sets the training
+length of both. One table goes into the section "Results (<size>[, N epochs])" of --output, followed by
+the acceptance checks. CONAL should accept at least 10 points more than GRC on WX100, never
+break a capacity at inference, and accept at least as much as PPO-GAT.
 """
 
 import os
@@ -19,6 +20,7 @@ import vne_conal_common as common  # noqa: E402
 _SIZE = flags.DEFINE_enum("size", "", ["", "cpu", "quick"], "Config size: '' (default, accelerator), cpu or quick.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/vne_conal_bench", "Root of the run directories.")
 _OUTPUT = flags.DEFINE_string("output", "docs/conal.md", "Markdown file whose section is replaced.")
+_EPOCHS = flags.DEFINE_integer("epochs", 0, "Training epochs of both methods; 0 keeps the size's own.", lower_bound=0)
 _METHODS = flags.DEFINE_multi_enum("methods", ["conal", "ppo_gat"], ["conal", "ppo_gat"],
                                    "Methods to train and compare; the PPO-GAT check needs both.")
 
@@ -26,10 +28,12 @@ _METHODS = flags.DEFINE_multi_enum("methods", ["conal", "ppo_gat"], ["conal", "p
 def main(argv):
     del argv
     size = _SIZE.value
+    overrides, suffix, epochs_note = common.epoch_settings(_EPOCHS.value)
     runs = {}
     for method in _METHODS.value:
         variant = size if method == "conal" else ",".join(filter(None, [size, "ppo_gat"]))
-        runs[method] = common.run_variant(variant, os.path.join(_WORKDIR.value, f"{size or 'default'}_{method}"))
+        workdir = os.path.join(_WORKDIR.value, f"{size or 'default'}{suffix}_{method}")
+        runs[method] = common.run_variant(variant, workdir, overrides)
 
     conal, ppo = runs["conal"], runs.get("ppo_gat")
     rows = list(conal["records"])
@@ -63,7 +67,8 @@ def main(argv):
         checks.append("- PPO-GAT: not run (--methods=conal)")
     training = conal["training"]
     body = "\n".join([
-        common.header(f"python benchmarks/vne_conal_main.py --size={size} --workdir={_WORKDIR.value} "
+        common.header(f"python benchmarks/vne_conal_main.py --size={size} --epochs={_EPOCHS.value} "
+                      f"--workdir={_WORKDIR.value} "
                       f"--output={_OUTPUT.value}" + "".join(f" --methods={m}" for m in _METHODS.value)),
         f"Training (CONAL): {training['updates']} updates, {training['requests']} requests, {training['env_steps']} "
         f"environment steps on {conal['train_topology']} at rate {conal['train_arrival_rate']:g}. Mean ± standard "
@@ -74,7 +79,8 @@ def main(argv):
         "",
         *checks,
     ])
-    common.write_section(_OUTPUT.value, f"Results ({size or 'default'})", body)
+    title = f"Results ({size or 'default'}{epochs_note})"
+    common.write_section(_OUTPUT.value, title, body)
     print(body)
 
 
