@@ -27,6 +27,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.model.frozen_pattern = ""
     config.model.checkpoint_dir = ""  # OPT only: directory with config.json, model.safetensors, tokenizer.json.
     config.model.label_words = ()  # OPT only: one single-token word per class; () derives them from class names.
+    # BERT only: the cosine head starts at the class prototypes (normalised mean training embedding of each
+    # class) or, zero-shot, at the embeddings of the class names ("animal", "food", ...), as MeZO starts
+    # from a zero-shot prompt.
+    config.model.head_init = "prototypes"
 
     config.task = ml_collections.ConfigDict()
     config.task.name = "noun_concrete"  # A key of jaxlab.data.text.TEXT_TASKS.

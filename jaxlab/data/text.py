@@ -100,6 +100,14 @@ TEXT_TASKS = {
 DEFAULT_TEXT_TASKS = tuple(TEXT_TASKS)
 
 
+def class_words(class_names: tuple[str, ...]) -> tuple[str, ...]:
+    """Return a plain word for each class name: the part after the last dot, "_" read as a space.
+
+    "noun.animal" -> "animal", "adjective" -> "adjective". Some are poor words ("pert" for adj.pert).
+    """
+    return tuple(name.rsplit(".", 1)[-1].replace("_", " ") for name in class_names)
+
+
 @dataclasses.dataclass(frozen=True)
 class Synset:
     """One parsed line of a WordNet data file.

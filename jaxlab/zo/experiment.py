@@ -1,7 +1,7 @@
 """The `zo_finetune` experiment: fine-tune a sentence classifier with MeZO, LeZO, Sparse-MeZO or AdamW.
 
 The model is all-MiniLM-L6-v2 (the packaged pretrained weights) or a random tiny BERT for smoke tests, with
-a cosine head initialised from class prototypes. The task is one of the offline WordNet text tasks. The run
+a cosine head initialised from class prototypes or, zero-shot, from the embeddings of the class names. The task is one of the offline WordNet text tasks. The run
 evaluates test accuracy every `eval_every` steps, checkpoints parameters and optimizer state, and resumes to
 the same results. Outputs: `results.json`, `metrics.jsonl`, TensorBoard events, `accuracy.png`.
 """
@@ -36,6 +36,7 @@ from jaxlab.zo import prompt_lm
 from jaxlab.zo import spsa
 
 MODELS = ("minilm", "tiny_bert", "opt")
+HEAD_INITS = ("prototypes", "class_names")
 OPTIMIZERS = ("mezo", "lezo", "sparse_mezo", "adamw")
 
 
@@ -61,6 +62,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
                            f"'' for model.name={config.model.name!r}; the checkpoint directory applies to "
                            "model.name='opt' only")
     config_lib.require_choice(config, "task.name", tuple(text_lib.TEXT_TASKS))
+    config_lib.require_choice(config, "model.head_init", HEAD_INITS)
+    if config.model.name == "opt":
+        # OPT reads the classes through its prompt and label words, so it has no head to initialise.
+        config_lib.require(config, "model.head_init", lambda h: h == "prototypes",
+                           "'prototypes' (the default) for model.name='opt', which has no classification head")
     if config.model.name == "opt":
         num_classes = len(text_lib.TEXT_TASKS[config.task.name].class_names)
         config_lib.require(config, "model.label_words", lambda w: len(w) in (0, num_classes),
@@ -134,7 +140,8 @@ def _load_encoder(config) -> tuple[bert.BertModel, dict, Any]:
 def build_model(config, task) -> tuple[Any, dict, Callable[[list[str]], dict[str, np.ndarray]]]:
     """Return (classifier, initial params, tokenize) for the configured model and task.
 
-    BERT models get a cosine head at the class prototypes. An OPT model reads the classes from its
+    BERT models get a cosine head at the class prototypes (`model.head_init="prototypes"`) or at the
+    embeddings of the class names (`"class_names"`, a zero-shot classifier). An OPT model reads the classes from its
     next-token logits over one label word per class, the prompt-based setup in which MeZO fine-tunes OPT.
     """
     if config.model.name == "opt":
@@ -152,9 +159,12 @@ def build_model(config, task) -> tuple[Any, dict, Callable[[list[str]], dict[str
     def tokenize(texts):
         return minilm.tokenize(tokenizer, texts)
 
-    train_embeddings = classifier_lib.embed_all(model, encoder_params, tokenize(task.train_texts),
-                                                config.eval_batch_size)
-    head = classifier_lib.prototype_head(train_embeddings, np.asarray(task.train_labels), task.num_classes)
+    if config.model.head_init == "class_names":
+        texts, labels = list(text_lib.class_words(task.class_names)), np.arange(task.num_classes)
+    else:
+        texts, labels = task.train_texts, np.asarray(task.train_labels)
+    embeddings = classifier_lib.embed_all(model, encoder_params, tokenize(texts), config.eval_batch_size)
+    head = classifier_lib.prototype_head(embeddings, labels, task.num_classes)
     return model, {"encoder": encoder_params, "head": jax.tree.map(jnp.asarray, head)}, tokenize
 
 

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from jaxlab.data import text as text_lib
 from jaxlab.models import opt
 
 TEXT_FIELD = "{text}"
@@ -79,7 +80,7 @@ def gloss_template(class_names: Sequence[str],
         # NOTE: the default words come from the class names, so some are poor
         # label words (" pert" for adj.pert) or span several tokens. The
         # classifier rejects the latter, and label_words overrides both.
-        label_words = [" " + name.rsplit(".", 1)[-1].replace("_", " ") for name in class_names]
+        label_words = [" " + word for word in text_lib.class_words(class_names)]
     if len(label_words) != len(class_names):
         raise ValueError(f"got {len(label_words)} label words for {len(class_names)} classes "
                          f"{tuple(class_names)}; expected one word per class")

@@ -47,6 +47,7 @@ def test_every_variant_validates():
     ("model.frozen_pattern", "[unclosed"),
     ("model.label_words", (" animal", " plant")),  # OPT-only fields on a BERT model.
     ("model.checkpoint_dir", "/tmp"),
+    ("model.head_init", "random"),
 ])
 def test_validate_rejects_bad_values(field, value):
     config = _tiny_config()
@@ -76,6 +77,27 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, optimizer):
     assert {k: resumed[k] for k in keys} == {k: reference[k] for k in keys}
     metric_steps = [json.loads(line)["step"] for line in (interrupted / "metrics.jsonl").read_text().splitlines()]
     assert metric_steps == list(range(1, 13))
+
+
+@pytest.mark.parametrize("head_init", ["prototypes", "class_names"])
+def test_head_starts_at_the_configured_embeddings(head_init):
+    import numpy as np
+
+    from jaxlab.zo import classifier
+
+    config = _tiny_config()
+    config.model.head_init = head_init
+    task = text_lib.load_text_task(config.task.name, train_per_class=config.task.train_per_class,
+                                   test_per_class=config.task.test_per_class, seed=config.seed)
+    model, params, tokenize = experiment.build_model(config, task)
+    if head_init == "class_names":
+        texts, labels = ["adjective", "adverb"], np.arange(2)
+    else:
+        texts, labels = task.train_texts, np.asarray(task.train_labels)
+    embeddings = classifier.embed_all(model, params["encoder"], tokenize(texts), batch_size=8)
+    expected = np.stack([embeddings[labels == c].mean(axis=0) for c in range(2)], axis=1)
+    expected *= classifier.PROTOTYPE_SCALE / np.linalg.norm(expected, axis=0, keepdims=True)
+    np.testing.assert_allclose(params["head"]["kernel"], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_frozen_pattern_splits_and_merges():
@@ -128,12 +150,16 @@ def test_opt_needs_checkpoint_dir(tmp_path):
         experiment.validate(config)
 
 
-def test_opt_label_words_match_classes(tmp_path):
+@pytest.mark.parametrize("field,value", [
+    ("label_words", (" one",)),  # One word for a two-class task.
+    ("head_init", "class_names"),  # OPT has no classification head.
+])
+def test_opt_rejects_bad_model_fields(tmp_path, field, value):
     for name in ("config.json", "tokenizer.json", "model.safetensors"):
         (tmp_path / name).write_text("{}")
     config = _tiny_config()
     config.model.name = "opt"
     config.model.checkpoint_dir = str(tmp_path)
-    config.model.label_words = (" one",)
-    with pytest.raises(config_lib.ConfigError, match="model.label_words"):
+    setattr(config.model, field, value)
+    with pytest.raises(config_lib.ConfigError, match=f"model.{field}"):
         experiment.validate(config)
