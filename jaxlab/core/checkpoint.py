@@ -154,6 +154,12 @@ class Checkpointer:
 
     def close(self) -> None:
         """Wait for pending work and release orbax's resources."""
+        # NOTE: orbax 0.12 awaits its start-up removal of temporary directories only in save(), through a
+        # private future. A manager closed without saving could leave it running at interpreter exit, where
+        # it logs a RuntimeError traceback, so wait for it here while that attribute exists.
+        cleanup = getattr(self._manager, "_cleanup_tmp_directory_future", None)
+        if cleanup is not None:
+            cleanup.result()
         self._manager.close()
 
     def __enter__(self) -> Checkpointer:
