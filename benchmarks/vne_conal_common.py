@@ -61,7 +61,7 @@ def epoch_settings(epochs: int) -> tuple[dict, str, str]:
     """Return the config overrides, workdir suffix and section-title note of --epochs (0 keeps the size's own)."""
     if not epochs:
         return {}, "", ""
-    return {"train.epochs": epochs}, f"_{epochs}ep", f", {epochs} epochs"
+    return {"train.epochs": epochs}, f"_{epochs}ep", f", {epochs} epoch{'s' if epochs > 1 else ''}"
 
 
 def cell(record: dict, name: str, scale: float = 1.0, digits: int = 1) -> str:

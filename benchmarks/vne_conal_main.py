@@ -20,7 +20,9 @@ import vne_conal_common as common  # noqa: E402
 _SIZE = flags.DEFINE_enum("size", "", ["", "cpu", "quick"], "Config size: '' (default, accelerator), cpu or quick.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/vne_conal_bench", "Root of the run directories.")
 _OUTPUT = flags.DEFINE_string("output", "docs/conal.md", "Markdown file whose section is replaced.")
-_EPOCHS = flags.DEFINE_integer("epochs", 0, "Training epochs of both methods; 0 keeps the size's own.", lower_bound=0)
+_EPOCHS = flags.DEFINE_integer(
+    "epochs", 0, "Training epochs of both methods, each train.requests_per_epoch requests over all streams; "
+    "0 keeps the size's own.", lower_bound=0)
 _METHODS = flags.DEFINE_multi_enum("methods", ["conal", "ppo_gat"], ["conal", "ppo_gat"],
                                    "Methods to train and compare; the PPO-GAT check needs both.")
 

@@ -101,6 +101,8 @@ def main() -> None:
                         help="replace the head_init's section of docs/zo.md ('accuracy' or 'accuracy_class_names')")
     args = parser.parse_args()
     logging.set_verbosity(logging.INFO)
+    if args.num_steps < 1:
+        parser.error(f"--num_steps {args.num_steps} must be at least 1")
     if not 0 < args.eval_every <= args.num_steps:
         parser.error(f"--eval_every {args.eval_every} must lie in [1, --num_steps {args.num_steps}]")
 

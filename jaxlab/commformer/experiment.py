@@ -234,8 +234,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, episode
         workdir: the workdir of the run, which contains `checkpoints/`.
         episodes: test episodes, run in parallel; None keeps `train.eval_episodes`. More episodes give a
             finer estimate than the evaluations during training (standard error sqrt(p(1-p)/episodes)).
-        key: a JAX PRNG key for the episodes; None uses fold_in(key(seed), 2), which training's evaluations
-            never use.
+        key: a JAX PRNG key for the episodes (typed, or a legacy uint32[2] jax.Array); None uses
+            fold_in(key(seed), 2), which training's evaluations never use.
 
     Returns:
         {"win_rate", "episode_return", "gate_rate"}: the fraction of episodes won, the mean episode return
@@ -243,7 +243,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, episode
 
     Raises:
         FileNotFoundError: `workdir` contains no checkpoint.
-        ValueError: `episodes` is not a positive int, or `key` is not a scalar typed PRNG key.
+        ValueError: `episodes` is not a positive int, or `key` is not a PRNG key.
     """
     if episodes is not None:
         if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:

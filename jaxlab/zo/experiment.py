@@ -283,6 +283,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     results = {
         "experiment": config.experiment,
         "model": config.model.name,
+        # What initial_test_accuracy measures: the prototype head, the zero-shot class-name head, or OPT's prompt.
+        "head_init": config.model.head_init if config.model.name != "opt" else "prompt",
         "task": task.name,
         "num_classes": task.num_classes,
         "optimizer": name,
