@@ -47,10 +47,13 @@ def main(argv):
     body = "\n".join([
         common.header(f"python benchmarks/vne_conal_ablation.py --size={size} --epochs={_EPOCHS.value} "
                       f"--workdir={_WORKDIR.value} --output={_OUTPUT.value}"),
-        "WX100 at rate 0.14, mean ± standard error over the test traces. wo_ha: no mapping or imaginary edges; "
-        "wo_pc: no path-bandwidth contrast; wo_reach: cumulative positive cost instead of the reachability "
-        "return; wo_arb: multiplier loss without the greedy copy's flags and budgets; ppo_gat: plain PPO with "
-        "the same encoder, strict training and no cost.",
+        "WX100 at rate 0.14, mean ± standard error over the test traces. The variants:",
+        "",
+        "- wo_ha: no mapping or imaginary edges;",
+        "- wo_pc: no path-bandwidth contrast;",
+        "- wo_reach: cumulative positive cost instead of the reachability return;",
+        "- wo_arb: multiplier loss without the greedy copy's flags and budgets;",
+        "- ppo_gat: plain PPO with the same encoder, strict training and no cost.",
         "",
         *lines,
     ])
