@@ -361,6 +361,8 @@ def make_train(config: ml_collections.ConfigDict) -> Trainer:
             weights, weights_opt = select(is_alpha_epoch, (params["weights"], weights_opt),
                                           (new_weights, new_weights_opt))
             alpha, alpha_opt = select(is_alpha_epoch, (new_alpha, new_alpha_opt), (params["alpha"], alpha_opt))
+            # NOTE: gated runs log a weight-gradient norm near 1e9 in the first epoch of the first update, almost
+            # all in obs_embed's bias (later epochs: about 10). The cause is not known; max_grad_norm clips the step.
             diagnostics = dict(diagnostics, loss=loss, grad_norm=optax.tree.norm(grads["weights"]),
                                alpha_grad_norm=optax.tree.norm(grads["alpha"]))
             return ({"weights": weights, "alpha": alpha}, weights_opt, alpha_opt), diagnostics
