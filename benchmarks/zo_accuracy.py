@@ -9,7 +9,7 @@ their workdirs, and finished runs are read back instead of rerun.
 
 Run:
   python benchmarks/zo_accuracy.py --runs mezo,lezo,mezo:1e-3 --num_steps 1000 --seeds 0,1,2 --write_doc
-  python benchmarks/zo_accuracy.py --head_init class_names --runs mezo,lezo,lezo:1e-2 --write_doc
+  python benchmarks/zo_accuracy.py --head_init class_names --runs mezo,lezo,mezo:1e-3,lezo:1e-2 --write_doc
 
 --head_init prototypes starts from the nearest-centroid head of the training set; class_names starts
 from the zero-shot head at the embeddings of the class names, as MeZO starts from a zero-shot prompt.
