@@ -10,6 +10,7 @@ import re
 
 import ml_collections
 
+from jaxlab.core import config as config_lib
 from jaxlab.core import machine
 from jaxlab.vne.conal import experiment
 
@@ -23,10 +24,8 @@ def load_config(variant: str, overrides: dict | None = None) -> ml_collections.C
     spec.loader.exec_module(module)
     config = module.get_config(variant)
     for path, value in (overrides or {}).items():
-        *parents, leaf = path.split(".")
-        node = config
-        for parent in parents:
-            node = node[parent]
+        parent, _, leaf = path.rpartition(".")
+        node = config_lib.get_field(config, parent) if parent else config
         node[leaf] = value
     experiment.validate(config)
     return config

@@ -11,7 +11,7 @@ Run:
   python benchmarks/zo_accuracy.py --runs mezo,lezo,mezo:1e-3 --num_steps 1000 --seeds 0,1,2 --write_doc
   python benchmarks/zo_accuracy.py --head_init class_names --runs mezo,lezo,mezo:1e-3,lezo:1e-2 --write_doc
 
---head_init prototypes starts from the nearest-centroid head of the training set; class_names starts
+--head_init prototypes starts from the nearest-centroid head of the training set. class_names starts
 from the zero-shot head at the embeddings of the class names, as MeZO starts from a zero-shot prompt.
 Each writes its own section of docs/zo.md.
 
@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument("--epsilon", type=float, default=1e-3, help="SPSA perturbation scale")
     parser.add_argument("--frozen_pattern", default="embeddings|^encoder/.*/kernel$",
                         help="regex of parameter paths kept fixed ('' tunes all)")
-    parser.add_argument("--head_init", default="prototypes", choices=("prototypes", "class_names"),
+    parser.add_argument("--head_init", default="prototypes", choices=experiment.HEAD_INITS,
                         help="starting head: class prototypes, or zero-shot at the class-name embeddings")
     parser.add_argument("--workdir", default="runs/zo_accuracy", help="root of the run directories; runs resume")
     parser.add_argument("--write_doc", action="store_true",

@@ -220,7 +220,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
 
 def _checkpoint_template(trainer, root_key: jax.Array) -> dict[str, Any]:
-    """The checkpointed tree at the start of a run: train state, evaluation table (NaN rows) and seconds."""
+    """Return the checkpointed tree of a new run: train state, evaluation table (NaN rows) and elapsed seconds."""
     return {"state": trainer.init(jax.random.fold_in(root_key, 0)),
             "evals": np.full((trainer.num_chunks, len(EVAL_COLUMNS)), np.nan), "elapsed_s": np.zeros(())}
 

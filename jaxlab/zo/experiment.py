@@ -1,9 +1,9 @@
 """The `zo_finetune` experiment: fine-tune a sentence classifier with MeZO, LeZO, Sparse-MeZO or AdamW.
 
 The model is all-MiniLM-L6-v2 (the packaged pretrained weights) or a random tiny BERT for smoke tests, with
-a cosine head initialised from class prototypes or, zero-shot, from the embeddings of the class names. The task is one of the offline WordNet text tasks. The run
-evaluates test accuracy every `eval_every` steps, checkpoints parameters and optimizer state, and resumes to
-the same results. Outputs: `results.json`, `metrics.jsonl`, TensorBoard events, `accuracy.png`.
+a cosine head initialised from class prototypes or, zero-shot, from the embeddings of the class names. The
+task is one of the offline WordNet text tasks. The run evaluates test accuracy every `eval_every` steps,
+checkpoints parameters and optimizer state, and resumes to the same results. Outputs: `results.json`, `metrics.jsonl`, TensorBoard events, `accuracy.png`.
 """
 
 from __future__ import annotations
@@ -67,7 +67,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
         # OPT reads the classes through its prompt and label words, so it has no head to initialise.
         config_lib.require(config, "model.head_init", lambda h: h == "prototypes",
                            "'prototypes' (the default) for model.name='opt', which has no classification head")
-    if config.model.name == "opt":
         num_classes = len(text_lib.TEXT_TASKS[config.task.name].class_names)
         config_lib.require(config, "model.label_words", lambda w: len(w) in (0, num_classes),
                            f"() or {num_classes} words, one per class of task {config.task.name!r}")
@@ -141,8 +140,9 @@ def build_model(config, task) -> tuple[Any, dict, Callable[[list[str]], dict[str
     """Return (classifier, initial params, tokenize) for the configured model and task.
 
     BERT models get a cosine head at the class prototypes (`model.head_init="prototypes"`) or at the
-    embeddings of the class names (`"class_names"`, a zero-shot classifier). An OPT model reads the classes from its
-    next-token logits over one label word per class, the prompt-based setup in which MeZO fine-tunes OPT.
+    embeddings of the class names (`"class_names"`, a zero-shot classifier). An OPT model reads the classes
+    from its next-token logits over one label word per class, the prompt-based setup in which MeZO fine-tunes
+    OPT.
     """
     if config.model.name == "opt":
         checkpoint_dir = config.model.checkpoint_dir
