@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import json
 import os
 import re
@@ -19,10 +18,7 @@ CONFIG_PATH = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "vne
 
 def load_config(variant: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
     """Return `configs/vne/conal.py:<variant>` with `overrides` ({"train.epochs": 3, ...}) applied, validated."""
-    spec = importlib.util.spec_from_file_location("vne_conal_config", CONFIG_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(variant)
+    config = config_lib.load_config_file(CONFIG_PATH, variant)
     for path, value in (overrides or {}).items():
         parent, _, leaf = path.rpartition(".")
         node = config_lib.get_field(config, parent) if parent else config
