@@ -25,7 +25,7 @@ from jaxlab.data.image_tasks import DEFAULT_IMAGE_TASKS
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.experiment = "image_experts"
-    config.seed = 0  # Seeds the tower's initialisation and the pretraining data order and rotations.
+    config.seed = 0  # Seeds the tower's initialisation and the pretraining data order, views and rotations.
 
     config.data = ml_collections.ConfigDict()
     config.data.tasks = tuple(DEFAULT_IMAGE_TASKS)  # The eight tasks, one expert each.
@@ -46,13 +46,21 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.model.num_heads = 4
     config.model.projection_dim = 128  # Width of the normalised image embedding that the heads read.
 
-    # Rotation-prediction pretraining on the unlabelled training images of all tasks.
+    # Pretraining on the unlabelled training images of all tasks: the weighted sum of SimCLR's contrastive
+    # loss between two augmented views of each image, source identification (which task's generator made
+    # the image) and rotation prediction. Rotation prediction stays at chance within this budget, so its
+    # weight is 0 here (docs/experts.md).
     config.pretrain = ml_collections.ConfigDict()
-    config.pretrain.steps = 300  # Optimizer steps; 300 x 128 images is 2.4 passes over the 16,000 images.
+    config.pretrain.steps = 2500  # Optimizer steps; 2,500 x 128 images is 20 passes over the 16,000 images.
     config.pretrain.batch_size = 128
     config.pretrain.learning_rate = 1e-3  # Peak AdamW learning rate.
     config.pretrain.weight_decay = 0.05
-    config.pretrain.warmup_steps = 30  # Linear warmup, then cosine decay to zero.
+    config.pretrain.warmup_steps = 150  # Linear warmup, then cosine decay to zero.
+    config.pretrain.contrastive_weight = 1.0
+    config.pretrain.source_weight = 1.0
+    config.pretrain.rotation_weight = 0.0
+    config.pretrain.temperature = 0.1  # Of the contrastive loss's cosine similarities, as in SimCLR.
+    config.pretrain.min_crop_area = 0.5  # Each view is a random crop of 50-100% of the image's area.
 
     # Linear probe: the per-task heads on the frozen, normalised base embeddings (L-BFGS, full batch).
     config.probe = ml_collections.ConfigDict()

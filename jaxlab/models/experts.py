@@ -4,11 +4,13 @@ This builds the models that the model-merging methods (Task Arithmetic,
 Ties-Merging, AdaMerging, WEMoE, Surgery, DAM) merge, in three stages:
 
 1. Pretraining without the tasks' labels. A `CLIPVisionModel` is trained on
-   the unlabelled training images of all tasks, with two linear heads on its
-   normalised embedding. Rotation prediction (Gidaris et al., ICLR 2018) turns
-   each image by 0, 90, 180 or 270 degrees and predicts which. Source
-   identification predicts the task generator an image came from. No class
-   label is used, so the base is a general feature extractor and not already a
+   the unlabelled training images of all tasks with a weighted sum of up to
+   three objectives on its normalised embedding: SimCLR's contrastive loss
+   between two augmented views of each image (Chen et al., ICML 2020), source
+   identification (which task generator an image came from, a linear head)
+   and rotation prediction (Gidaris et al., ICLR 2018; a linear head predicts
+   by which multiple of 90 degrees the image was turned). No class label is
+   used, so the base is a general feature extractor and not already a
    multi-task model.
 2. Heads. For each task a linear head is fit on the frozen, normalised base
    embeddings (a linear probe with L-BFGS and an L2 penalty).
@@ -57,13 +59,20 @@ from jaxlab.models.clip import CLIPVisionConfig, CLIPVisionModel
 PyTree = Any
 EXPERIMENT = "image_experts"
 # Bump when training changes so that cached artefacts of the old code are not read.
-ARTEFACT_VERSION = 1
+ARTEFACT_VERSION = 2
 NUM_ROTATIONS = 4  # Rotation classes of the pretext task: 0, 90, 180 and 270 degrees.
+# Brightness and contrast of each contrastive view are jittered by up to this fraction. Hue is never
+# jittered, because the `colours` task names hues.
+VIEW_JITTER = 0.2
+# A crop keeps at least this fraction of the image's width and of its height.
+MIN_CROP_SIDE = 0.3
 # Multiplies the pretraining heads' logits, which a linear map of unit-norm embeddings keeps small otherwise;
 # 1 / 0.07 is the initial logit scale of CLIP (Radford et al., 2021).
 PRETRAIN_LOGIT_SCALE = 1 / 0.07
+# The pretraining losses, each weighted by config.pretrain.<name>_weight; a weight of 0 skips the objective.
+PRETRAIN_OBJECTIVES = ("contrastive", "source", "rotation")
 # fold_in indices of the per-purpose keys under the run's seed.
-_KEY_INIT, _KEY_ROTATIONS, _KEY_TEST_ROTATIONS = 0, 1, 2
+_KEY_INIT, _KEY_STEPS, _KEY_TEST_ROTATIONS = 0, 1, 2
 
 
 class ExpertSet(NamedTuple):
@@ -135,6 +144,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     config_lib.require_float(config, "pretrain.learning_rate", gt=0.0, max=1.0)
     config_lib.require_float(config, "pretrain.weight_decay", min=0.0, max=1.0)
     config_lib.require_int(config, "pretrain.warmup_steps", min=0, max=pretrain_steps - 1)
+    weights = [config_lib.require_float(config, f"pretrain.{name}_weight", min=0.0) for name in PRETRAIN_OBJECTIVES]
+    if not any(weights):
+        raise config_lib.ConfigError(f"pretrain.{PRETRAIN_OBJECTIVES[0]}_weight", 0.0,
+                                     "a positive weight for at least one of the objectives "
+                                     + ", ".join(PRETRAIN_OBJECTIVES) + " (all weights are 0)")
+    config_lib.require_float(config, "pretrain.temperature", gt=0.0)
+    config_lib.require_float(config, "pretrain.min_crop_area", gt=0.0, max=1.0)
 
     config_lib.require_int(config, "probe.steps", min=1)
     config_lib.require_float(config, "probe.l2", min=0.0)
@@ -296,24 +312,88 @@ def _rotate(images: jax.Array, rotations: jax.Array) -> jax.Array:
     return turned[rotations, jnp.arange(images.shape[0])]
 
 
+def augment_views(key: jax.Array, images: jax.Array, min_crop_area: float) -> jax.Array:
+    """Return one random view of each uint8 NHWC image, for the contrastive objective.
+
+    A view is SimCLR's random resized crop (area fraction in [min_crop_area, 1],
+    aspect ratio in [3/4, 4/3], resized back bilinearly) followed by brightness
+    and contrast jitter of up to `VIEW_JITTER`. There is no flip and no hue
+    change, because the glyph, orientation and colour tasks' labels change under
+    them.
+    """
+    batch, height, width, channels = images.shape
+    key_area, key_aspect, key_x, key_y, key_jitter = jax.random.split(key, 5)
+    area = jax.random.uniform(key_area, (batch,), minval=min_crop_area, maxval=1.0)
+    log_aspect = jax.random.uniform(key_aspect, (batch,), minval=math.log(3 / 4), maxval=math.log(4 / 3))
+    crop_width = jnp.clip(jnp.sqrt(area * jnp.exp(log_aspect)), MIN_CROP_SIDE, 1.0) * width
+    crop_height = jnp.clip(jnp.sqrt(area / jnp.exp(log_aspect)), MIN_CROP_SIDE, 1.0) * height
+    left = jax.random.uniform(key_x, (batch,)) * (width - crop_width)
+    top = jax.random.uniform(key_y, (batch,)) * (height - crop_height)
+
+    def resized_crop(image, crop_height, crop_width, top, left):
+        scale = jnp.stack([height / crop_height, width / crop_width])
+        return jax.image.scale_and_translate(image, image.shape, (0, 1), scale, -jnp.stack([top, left]) * scale,
+                                             "linear")
+
+    views = jax.vmap(resized_crop)(images.astype(jnp.float32), crop_height, crop_width, top, left)
+    contrast, brightness = jnp.moveaxis(
+        jax.random.uniform(key_jitter, (batch, 2), minval=-VIEW_JITTER, maxval=VIEW_JITTER), 1, 0)
+    mean = views.mean(axis=(1, 2, 3), keepdims=True)
+    views = (views - mean) * (1 + contrast[:, None, None, None]) + mean + 255 * brightness[:, None, None, None]
+    return jnp.clip(jnp.round(views), 0, 255).astype(jnp.uint8)
+
+
+def contrastive_loss(features_a: jax.Array, features_b: jax.Array, temperature: float
+                     ) -> tuple[jax.Array, jax.Array]:
+    """SimCLR's NT-Xent loss of two views' unit-norm features [batch, dim] (Chen et al., ICML 2020).
+
+    Each of the 2 * batch features must pick out the other view of its image
+    among the 2 * batch - 1 others by cosine similarity / temperature.
+
+    Returns:
+        The mean cross-entropy and the fraction of features whose nearest other feature is their pair.
+    """
+    features = jnp.concatenate([features_a, features_b])
+    batch = features_a.shape[0]
+    logits = features @ features.T / temperature
+    logits = jnp.where(jnp.eye(2 * batch, dtype=bool), -jnp.inf, logits)
+    pairs = jnp.concatenate([jnp.arange(batch, 2 * batch), jnp.arange(batch)])
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, pairs).mean()
+    return loss, jnp.mean(jnp.argmax(logits, axis=-1) == pairs)
+
+
+class PretrainSettings(NamedTuple):
+    """Weights and settings of the pretraining objectives; hashable, so the jitted step takes it as static."""
+
+    contrastive_weight: float
+    source_weight: float
+    rotation_weight: float
+    temperature: float  # Of the contrastive loss.
+    min_crop_area: float  # Smallest area fraction of a contrastive view's crop.
+
+
 def pretrain(config: ml_collections.ConfigDict, model: CLIPVisionModel,
              tasks: Sequence[images_lib.ImageTaskData], checkpoint_dir: Path,
              workdir: str | None = None, metrics_offset: int = 0) -> tuple[PyTree, dict[str, float]]:
     """Pretrain the tower on the training images of all tasks without their labels.
 
-    Two linear heads on the normalised embedding are trained with the tower,
-    and their cross-entropies are summed. The rotation head predicts by which
-    multiple of 90 degrees each image was turned (Gidaris et al., ICLR 2018).
-    The source head predicts which task's generator produced the image.
+    The loss is the weighted sum of the objectives in `PRETRAIN_OBJECTIVES`
+    whose weight in `config.pretrain` is positive: the contrastive loss between
+    two views of each image (`augment_views`, `contrastive_loss`), the
+    source head's cross-entropy (which task's generator produced the image)
+    and the rotation head's cross-entropy (by which multiple of 90 degrees the
+    image was turned; Gidaris et al., ICLR 2018). Both heads are linear maps of
+    the normalised embedding, trained with the tower.
 
     Returns:
-        The tower's parameters and both heads' accuracies on the test images of all tasks.
+        The tower's parameters and, for each enabled head, its accuracy on the test images of all tasks.
     """
     settings = config.pretrain
     pool = np.concatenate([task.train_images for task in tasks])
     sources = np.concatenate([np.full(len(task.train_images), index, np.int32) for index, task in enumerate(tasks)])
     key_root = jax.random.key(config.seed)
-    key_rotations = jax.random.fold_in(key_root, _KEY_ROTATIONS)
+    objectives = PretrainSettings(settings.contrastive_weight, settings.source_weight, settings.rotation_weight,
+                                  settings.temperature, settings.min_crop_area)
 
     projection_dim = config.model.projection_dim
     params = {"tower": model.init_params(jax.random.fold_in(key_root, _KEY_INIT)),
@@ -322,7 +402,7 @@ def pretrain(config: ml_collections.ConfigDict, model: CLIPVisionModel,
     optimizer_settings = OptimizerSettings(settings.learning_rate, settings.weight_decay, settings.warmup_steps,
                                            settings.steps, config.max_grad_norm)
     state = TrainState(jnp.zeros((), jnp.int32), params, make_optimizer(optimizer_settings).init(params))
-    train_step = functools.partial(_pretrain_step, model, optimizer_settings, key_rotations)
+    train_step = functools.partial(_pretrain_step, model, optimizer_settings, objectives, key_root)
 
     def batch_at(step):
         rows = _epoch_batch(len(pool), settings.batch_size, config.seed, step)
@@ -332,34 +412,55 @@ def pretrain(config: ml_collections.ConfigDict, model: CLIPVisionModel,
                          workdir, metrics_offset)
     test_pool = np.concatenate([task.test_images for task in tasks])
     test_sources = np.concatenate([np.full(len(task.test_images), index) for index, task in enumerate(tasks)])
-    key_test = jax.random.fold_in(key_root, _KEY_TEST_ROTATIONS)
-    return state.params["tower"], {
-        "test_rotation_accuracy": rotation_accuracy(model, state.params, test_pool, key_test,
-                                                    config.eval_batch_size),
-        "test_source_accuracy": classification.accuracy(model, state.params["tower"], state.params["source_head"],
-                                                        test_pool, test_sources, config.eval_batch_size)}
+    test_metrics = {}
+    if objectives.rotation_weight > 0:
+        test_metrics["test_rotation_accuracy"] = rotation_accuracy(
+            model, state.params, test_pool, jax.random.fold_in(key_root, _KEY_TEST_ROTATIONS),
+            config.eval_batch_size)
+    if objectives.source_weight > 0:
+        test_metrics["test_source_accuracy"] = classification.accuracy(
+            model, state.params["tower"], state.params["source_head"], test_pool, test_sources,
+            config.eval_batch_size)
+    return state.params["tower"], test_metrics
 
 
-def _pretrain_loss(model, params, images, rotations, sources):
-    features = classification.image_features(model, params["tower"], _rotate(images, rotations))
-    rotation_logits = PRETRAIN_LOGIT_SCALE * classification.head_logits(params["rotation_head"], features)
-    source_logits = PRETRAIN_LOGIT_SCALE * classification.head_logits(params["source_head"], features)
-    rotation_loss = optax.softmax_cross_entropy_with_integer_labels(rotation_logits, rotations).mean()
-    source_loss = optax.softmax_cross_entropy_with_integer_labels(source_logits, sources).mean()
-    metrics = {"rotation_loss": rotation_loss, "source_loss": source_loss,
-               "rotation_accuracy": jnp.mean(jnp.argmax(rotation_logits, axis=-1) == rotations),
-               "source_accuracy": jnp.mean(jnp.argmax(source_logits, axis=-1) == sources)}
-    return rotation_loss + source_loss, metrics
+def _pretrain_loss(model, objectives, params, images, sources, key):
+    """Return the weighted pretraining loss of one batch and its per-objective metrics; see `pretrain`."""
+    key_rotations, key_view_a, key_view_b = jax.random.split(key, 3)
+    loss, metrics = 0.0, {}
+    if objectives.contrastive_weight > 0:
+        features_a = classification.image_features(
+            model, params["tower"], augment_views(key_view_a, images, objectives.min_crop_area))
+        features_b = classification.image_features(
+            model, params["tower"], augment_views(key_view_b, images, objectives.min_crop_area))
+        contrastive, pair_accuracy = contrastive_loss(features_a, features_b, objectives.temperature)
+        loss += objectives.contrastive_weight * contrastive
+        metrics.update(contrastive_loss=contrastive, contrastive_accuracy=pair_accuracy)
+    if objectives.source_weight > 0:
+        features = classification.image_features(model, params["tower"], images)
+        source_logits = PRETRAIN_LOGIT_SCALE * classification.head_logits(params["source_head"], features)
+        source_loss = optax.softmax_cross_entropy_with_integer_labels(source_logits, sources).mean()
+        loss += objectives.source_weight * source_loss
+        metrics.update(source_loss=source_loss,
+                       source_accuracy=jnp.mean(jnp.argmax(source_logits, axis=-1) == sources))
+    if objectives.rotation_weight > 0:
+        rotations = jax.random.randint(key_rotations, (images.shape[0],), 0, NUM_ROTATIONS)
+        features = classification.image_features(model, params["tower"], _rotate(images, rotations))
+        rotation_logits = PRETRAIN_LOGIT_SCALE * classification.head_logits(params["rotation_head"], features)
+        rotation_loss = optax.softmax_cross_entropy_with_integer_labels(rotation_logits, rotations).mean()
+        loss += objectives.rotation_weight * rotation_loss
+        metrics.update(rotation_loss=rotation_loss,
+                       rotation_accuracy=jnp.mean(jnp.argmax(rotation_logits, axis=-1) == rotations))
+    return loss, metrics
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _pretrain_step(model, optimizer_settings, key_rotations, state, batch):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _pretrain_step(model, optimizer_settings, objectives, key_root, state, batch):
     images, sources = batch
-    # The rotation of each image is drawn from the step's own key, so a resumed run redraws the same ones.
-    key = jax.random.fold_in(key_rotations, state.step)
-    rotations = jax.random.randint(key, (images.shape[0],), 0, NUM_ROTATIONS)
-    (loss, metrics), grads = jax.value_and_grad(_pretrain_loss, argnums=1, has_aux=True)(
-        model, state.params, images, rotations, sources)
+    # The random views and rotations come from the step's own key, so a resumed run redraws the same ones.
+    key = jax.random.fold_in(jax.random.fold_in(key_root, _KEY_STEPS), state.step)
+    (loss, metrics), grads = jax.value_and_grad(_pretrain_loss, argnums=2, has_aux=True)(
+        model, objectives, state.params, images, sources, key)
     updates, opt_state = make_optimizer(optimizer_settings).update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}

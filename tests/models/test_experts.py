@@ -198,7 +198,10 @@ def test_unknown_variant_rejected():
     ("data.tasks", ("no_such_task",)),
     ("finetune.seeds", (0, -1)),
     ("finetune.batch_size", 10_000),
-    ("pretrain.warmup_steps", 400),
+    ("pretrain.warmup_steps", 3000),
+    ("pretrain.temperature", 0.0),
+    ("pretrain.min_crop_area", 1.5),
+    ("pretrain.source_weight", -1.0),
     ("finetune.warmup_fraction", 1.0),
 ])
 def test_validate_rejects_bad_field(field, value):
@@ -208,6 +211,67 @@ def test_validate_rejects_bad_field(field, value):
     with pytest.raises(config_lib.ConfigError) as error:
         experts.validate(config)
     assert error.value.field == field
+
+
+def test_validate_rejects_pretraining_without_objective():
+    config = config_lib.load_config_file(CONFIG_PATH, "")
+    for name in experts.PRETRAIN_OBJECTIVES:
+        config.pretrain[f"{name}_weight"] = 0.0
+    with pytest.raises(config_lib.ConfigError, match="at least one of the objectives"):
+        experts.validate(config)
+
+
+def test_contrastive_loss_matches_numpy():
+    features = jax.random.normal(jax.random.key(0), (2, 6, 4))
+    features = features / jnp.linalg.norm(features, axis=-1, keepdims=True)
+    loss, accuracy = experts.contrastive_loss(features[0], features[1], temperature=0.5)
+
+    # NT-Xent written out: row i of the 12 stacked features has its pair at (i + 6) mod 12.
+    stacked = np.concatenate([np.asarray(features[0]), np.asarray(features[1])]).astype(np.float64)
+    similarities = stacked @ stacked.T / 0.5
+    expected, hits = [], []
+    for i in range(12):
+        others = [j for j in range(12) if j != i]
+        pair = (i + 6) % 12
+        expected.append(-similarities[i, pair] + np.log(np.sum(np.exp(similarities[i, others]))))
+        hits.append(max(others, key=lambda j: similarities[i, j]) == pair)
+    np.testing.assert_allclose(float(loss), np.mean(expected), rtol=1e-5)
+    assert float(accuracy) == pytest.approx(np.mean(hits))
+
+    # Views that equal each other and are orthogonal to every other image are found with a small loss.
+    one_hot = jnp.eye(4)
+    loss, accuracy = experts.contrastive_loss(one_hot, one_hot, temperature=0.1)
+    assert float(accuracy) == 1.0
+    assert float(loss) < 1e-3
+
+
+def test_augment_views_crops_and_jitters(monkeypatch):
+    # Each image is one flat colour, so every crop of it is flat and only the jitter changes it.
+    colours = np.array([[40, 120, 200], [250, 10, 90], [128, 128, 128]], np.uint8)
+    flat = jnp.asarray(np.broadcast_to(colours[:, None, None, :], (3, 32, 32, 3)))
+    views = experts.augment_views(jax.random.key(1), flat, min_crop_area=0.5)
+    assert views.dtype == jnp.uint8
+    assert views.shape == flat.shape
+    views = np.asarray(views, np.int32)
+    assert np.all(views.std(axis=(1, 2)) == 0)
+    # Brightness and contrast jitter move the colour.
+    assert not np.array_equal(views[:, 0, 0], colours)
+
+    gradient = np.broadcast_to(np.arange(0, 256, 8, dtype=np.uint8)[None, None, :, None], (4, 32, 32, 3))
+    first = experts.augment_views(jax.random.key(2), jnp.asarray(gradient), min_crop_area=0.5)
+    again = experts.augment_views(jax.random.key(2), jnp.asarray(gradient), min_crop_area=0.5)
+    other = experts.augment_views(jax.random.key(3), jnp.asarray(gradient), min_crop_area=0.5)
+    np.testing.assert_array_equal(np.asarray(first), np.asarray(again))
+    assert not np.array_equal(np.asarray(first), np.asarray(other))
+
+    # Without jitter, a crop resized back to 32 pixels only stretches the ramp: the mean difference of
+    # neighbouring columns shrinks from 8 to 8 times the crop's width fraction, in [MIN_CROP_SIDE, 1].
+    monkeypatch.setattr(experts, "VIEW_JITTER", 0.0)
+    cropped = experts.augment_views(jax.random.key(2), jnp.asarray(gradient), min_crop_area=0.5)
+    width_fraction = np.diff(np.asarray(cropped, np.float64)[:, 0, :, 0], axis=1).mean(axis=1) / 8
+    assert np.all(width_fraction > 0.95 * experts.MIN_CROP_SIDE)
+    assert np.all(width_fraction < 1.02)
+    assert np.any(width_fraction < 0.95)
 
 
 def test_preprocess_resizes_and_rejects_floats():
