@@ -39,12 +39,19 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.methods = ("Individual", "Weight Averaging", "Fisher Merging", "RegMean", "Task Arithmetic",
                       "Ties-Merging", "Task-wise AdaMerging", "Layer-wise AdaMerging")
 
+    # Task Arithmetic's and Ties-Merging's lambda: the candidate with the best average accuracy on the
+    # labelled validation split, as both papers select it. A grid of one value fixes lambda (fusion-bench
+    # 0.2.33's task_arithmetic.yaml and ties_merging.yaml use 0.3).
     config.task_arithmetic = ml_collections.ConfigDict()
-    config.task_arithmetic.scaling = 0.3  # lambda, as in fusion-bench 0.2.33's task_arithmetic.yaml.
+    config.task_arithmetic.scaling_grid = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
     config.ties = ml_collections.ConfigDict()
     config.ties.keep_fraction = 0.2  # Top 20% of each task vector by magnitude (fusion-bench's threshold 20).
-    config.ties.scaling = 0.3
+    config.ties.scaling_grid = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+    # Labelled images per task of the suite's validation split, drawn apart from the train and test splits.
+    config.validation = ml_collections.ConfigDict()
+    config.validation.num_examples = 500
 
     # Empirical diagonal Fisher on labelled training images of each task.
     config.fisher = ml_collections.ConfigDict()
@@ -59,7 +66,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
 
     # AdaMerging on the unlabelled test images, backbone only (heads stay per task).
     config.adamerging = ml_collections.ConfigDict()
-    config.adamerging.steps = 200  # Adam steps per granularity and fine-tuning seed.
+    config.adamerging.steps = 500  # Adam steps per granularity and fine-tuning seed, as in the AdaMerging paper.
     config.adamerging.batch_size = 16  # Unlabelled test images per task and step.
     config.adamerging.learning_rate = 1e-3
     config.adamerging.init_value = 0.3
@@ -73,5 +80,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         config.fisher.batch_size = 16
         config.regmean.num_examples = 64
         config.adamerging.steps = 10
+        config.task_arithmetic.scaling_grid = (0.3, 0.5)
+        config.ties.scaling_grid = (0.3, 0.5)
+        config.validation.num_examples = 100
         config.eval_batch_size = 200
     return config

@@ -293,7 +293,7 @@ def sample_affine(templates, template_index, scale, angle, shear, shift):
 
 def _glyph_task(characters: str, polarity: str) -> Generator:
     def generate(rng, labels, split):
-        del split  # Both splits come from the same distribution.
+        del split  # All splits come from the same distribution.
         templates = glyph_templates(characters)
         num_fonts = templates.shape[0]
         n = len(labels)
@@ -316,7 +316,7 @@ def _glyph_task(characters: str, polarity: str) -> Generator:
 
 
 def _generate_shapes(rng, labels, split):
-    del split  # Both splits come from the same distribution.
+    del split  # All splits come from the same distribution.
     n = len(labels)
     radius, cx, cy, angle = _random_object_pose(rng, n, (6.0, 11.0))
     coverage = draw_shapes(labels, cx, cy, radius, angle)
@@ -340,7 +340,7 @@ def hsv_colours(rng, labels) -> np.ndarray:
 
 
 def _generate_colours(rng, labels, split):
-    del split  # Both splits come from the same distribution.
+    del split  # All splits come from the same distribution.
     n = len(labels)
     kinds = rng.integers(0, len(SHAPE_NAMES), size=n)
     radius, cx, cy, angle = _random_object_pose(rng, n, (7.0, 12.0))
@@ -356,7 +356,7 @@ def _generate_colours(rng, labels, split):
 
 
 def _generate_orientation(rng, labels, split):
-    del split  # Both splits come from the same distribution.
+    del split  # All splits come from the same distribution.
     n = len(labels)
     # Class k covers angles k * 18 +- 5 degrees, leaving a 8-degree gap between classes.
     angle = np.deg2rad(labels * ORIENTATION_STEP_DEGREES + rng.uniform(-5, 5, size=n))
@@ -373,7 +373,7 @@ def _generate_orientation(rng, labels, split):
 
 
 def _generate_counting(rng, labels, split):
-    del split  # Both splits come from the same distribution.
+    del split  # All splits come from the same distribution.
     n = len(labels)
     count = labels + 1
     cells = COUNT_GRID * COUNT_GRID
@@ -402,7 +402,7 @@ def _generate_counting(rng, labels, split):
 
 
 def _generate_position(rng, labels, split):
-    del split  # Both splits come from the same distribution.
+    del split  # All splits come from the same distribution.
     n = len(labels)
     cell = IMAGE_SIZE / POSITION_GRID
     kinds = rng.integers(0, len(SHAPE_NAMES), size=n)
@@ -472,7 +472,7 @@ def _texture_coverage(name, rng, n):
 
 
 def _generate_textures(rng, labels, split):
-    del split  # Both splits come from the same distribution.
+    del split  # All splits come from the same distribution.
     n = len(labels)
     coverage = np.zeros((n, IMAGE_SIZE, IMAGE_SIZE), np.float32)
     for index, name in enumerate(TEXTURE_NAMES):
@@ -514,12 +514,13 @@ def _generate_handwritten_digits(rng, labels, split):
 
     The splits draw from disjoint source images (a fixed 75/25 split of the
     1,797), so test images show handwriting never seen in training, not
-    augmented copies of training images.
+    augmented copies of training images. The validation split draws from the
+    held-out source images too, under its own random maps and colours.
     """
     images, targets = _load_sklearn_digits()
     permutation = np.random.default_rng(_SOURCE_SPLIT_SEED).permutation(len(images))
     num_test = int(len(images) * _HELD_OUT_FRACTION)
-    sources = permutation[:num_test] if split == "test" else permutation[num_test:]
+    sources = permutation[num_test:] if split == "train" else permutation[:num_test]
     n = len(labels)
     index = np.empty(n, np.int64)
     for digit in range(10):

@@ -31,7 +31,9 @@ from jaxlab.data import image_tasks
 from jaxlab.data.image_tasks import DEFAULT_IMAGE_TASKS, IMAGE_SIZE, IMAGE_TASKS
 
 GENERATOR_VERSION = 1  # Bump whenever a generator's output for the same arguments changes.
-SPLITS = ("train", "test")
+# `generate_split` makes "validation" on demand and the cache does not store it. Methods that select a
+# hyperparameter on labelled held-out data (Task Arithmetic's lambda) read it.
+SPLITS = ("train", "test", "validation")
 # Examples per task for (train, test): "small" builds in seconds on a laptop
 # CPU; "large" is closer to the sizes of the merging benchmarks' test sets.
 SUITE_SIZES = {"small": (2000, 500), "large": (20000, 4000)}

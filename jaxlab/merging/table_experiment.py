@@ -9,7 +9,10 @@ its own classification head. The rows are:
 - Individual: each expert on its own task;
 - Weight Averaging, Fisher Merging (empirical diagonal Fisher on training
   images), RegMean (Gram matrices of every Dense layer's inputs on training
-  images), Task Arithmetic and Ties-Merging;
+  images), Task Arithmetic and Ties-Merging, whose lambda is the candidate of
+  a grid with the best average accuracy on a labelled validation split, as in
+  the Task Arithmetic (Ilharco et al., ICLR 2023) and Ties-Merging (Yadav et
+  al., NeurIPS 2023) papers;
 - Task-wise and Layer-wise AdaMerging: coefficients learned by entropy
   minimisation on unlabelled test batches (Yang et al., ICLR 2024).
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -72,9 +76,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
                        and all(name in METHODS for name in value) and len(set(value)) == len(value)),
         f"a non-empty list of distinct method names from {list(METHODS)}")
 
-    config_lib.require_float(config, "task_arithmetic.scaling", gt=0.0)
+    for field in ("task_arithmetic.scaling_grid", "ties.scaling_grid"):
+        config_lib.require(
+            config, field,
+            lambda value: (isinstance(value, (list, tuple)) and len(value) >= 1
+                           and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+                               for v in value)),
+            "a non-empty list of lambdas > 0 (one lambda fixes it, more are chosen from on the validation split)")
     config_lib.require_float(config, "ties.keep_fraction", gt=0.0, max=1.0)
-    config_lib.require_float(config, "ties.scaling", gt=0.0)
+    config_lib.require_int(config, "validation.num_examples", min=1)
 
     num_train = config.experts.data.num_train
     config_lib.require_int(config, "fisher.num_examples", min=1, max=num_train)
@@ -204,7 +214,39 @@ def _adamerging_merge(config, model, heads, base_params, experts, tasks, key, gr
     return problem.merge(state), metrics
 
 
-def _merged_tower(method, config, model, heads, base_params, experts, tasks, key):
+def _validation_tasks(config, model, heads) -> list[evaluation.EvaluationTask]:
+    """Return one EvaluationTask per task on its labelled validation split, drawn apart from train and test."""
+    eval_tasks = []
+    for name, head in zip(config.experts.data.tasks, heads):
+        images, labels = images_lib.generate_split(name, "validation", config.validation.num_examples,
+                                                   config.experts.data.suite_seed)
+        eval_tasks.append(evaluation.EvaluationTask(name=name, logits_fn=functools.partial(_task_logits, model, head),
+                                                    inputs=images, labels=labels))
+    return eval_tasks
+
+
+def _select_scaling(merge_fn, grid, validation_tasks, batch_size) -> tuple[PyTree, dict[str, Any]]:
+    """Merge with each lambda of `grid` and keep the tower with the best average validation accuracy.
+
+    Returns:
+        The tower and {"scaling": the chosen lambda, "validation_average": {lambda: average accuracy}}.
+        A grid of one lambda returns its tower without evaluating it.
+    """
+    if len(grid) == 1:
+        return merge_fn(grid[0]), {"scaling": float(grid[0])}
+    best_tower, best_scaling, averages = None, None, {}
+    for scaling in grid:
+        tower = merge_fn(scaling)
+        averages[str(scaling)] = evaluation.evaluate(tower, validation_tasks,
+                                                     batch_size=batch_size)[evaluation.AVERAGE_COLUMN]
+        # Ties go to the smaller lambda, which is listed first in an increasing grid.
+        if best_scaling is None or averages[str(scaling)] > averages[str(best_scaling)]:
+            best_tower, best_scaling = tower, scaling
+    logging.info("Lambda %s chosen on the validation split (average accuracy by lambda: %s).", best_scaling, averages)
+    return best_tower, {"scaling": float(best_scaling), "validation_average": averages}
+
+
+def _merged_tower(method, config, model, heads, base_params, experts, tasks, key, validation_tasks):
     """Return (the tower `method` produces, extra metrics); Individual returns the list of experts."""
     if method == "Individual":
         return list(experts), {}
@@ -215,10 +257,14 @@ def _merged_tower(method, config, model, heads, base_params, experts, tasks, key
     if method == "RegMean":
         return _regmean_merge(config, model, experts, tasks, jax.random.fold_in(key, _KEY_REGMEAN)), {}
     if method == "Task Arithmetic":
-        return merging.task_arithmetic(base_params, experts, scaling=config.task_arithmetic.scaling), {}
+        return _select_scaling(
+            lambda scaling: merging.task_arithmetic(base_params, experts, scaling=scaling),
+            config.task_arithmetic.scaling_grid, validation_tasks, config.eval_batch_size)
     if method == "Ties-Merging":
-        return merging.ties_merging(base_params, experts, scaling=config.ties.scaling,
-                                    keep_fraction=config.ties.keep_fraction, merge="sum"), {}
+        return _select_scaling(
+            lambda scaling: merging.ties_merging(base_params, experts, scaling=scaling,
+                                                 keep_fraction=config.ties.keep_fraction, merge="sum"),
+            config.ties.scaling_grid, validation_tasks, config.eval_batch_size)
     granularity = {"Task-wise AdaMerging": "task", "Layer-wise AdaMerging": "layer"}[method]
     return _adamerging_merge(config, model, heads, base_params, experts, tasks,
                              jax.random.fold_in(key, _KEY_ADAMERGING), granularity)
@@ -286,12 +332,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     per_seed: dict[str, dict[str, dict[str, float]]] = {}
     method_metrics: dict[str, dict[str, dict[str, float]]] = {}
     seconds: dict[str, dict[str, float]] = {}
-    eval_tasks = None
+    eval_tasks = validation_tasks = None
     for seed in seeds:
         model, base_params, heads, experts = experts_lib.load_experts(config.experts, finetune_seed=seed)
         if eval_tasks is None:
             # The heads belong to the base, which every seed shares, so one set of jitted scorers serves all seeds.
             eval_tasks = _evaluation_tasks(model, heads, tasks)
+            validation_tasks = _validation_tasks(config, model, heads)
         key = jax.random.fold_in(jax.random.key(config.seed), seed)
         per_seed[str(seed)], method_metrics[str(seed)], seconds[str(seed)] = {}, {}, {}
 
@@ -305,7 +352,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 continue
 
             start = time.perf_counter()
-            tower, extra = _merged_tower(method, config, model, heads, base_params, experts, tasks, key)
+            tower, extra = _merged_tower(method, config, model, heads, base_params, experts, tasks, key,
+                                         validation_tasks)
             accuracy = evaluation.evaluate(tower, eval_tasks, batch_size=config.eval_batch_size)
             elapsed = time.perf_counter() - start
             logging.info("Seed %d, %s: average accuracy %.4f (%.1f s).", seed, method,

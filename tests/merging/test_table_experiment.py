@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jaxlab.core import config as config_lib
+from jaxlab.data import images as images_lib
 from jaxlab.merging import evaluation
 from jaxlab.merging import table_experiment
 from jaxlab.models import classification
@@ -81,6 +82,39 @@ def test_adamerging_lowers_entropy(quick_run):
         assert 0.0 <= metrics["coefficient_min"] <= metrics["coefficient_max"] <= 1.0
 
 
+def test_scaling_chosen_on_validation(quick_run):
+    config, _, results = quick_run
+    for method, grid in (("Task Arithmetic", config.task_arithmetic.scaling_grid),
+                         ("Ties-Merging", config.ties.scaling_grid)):
+        metrics = results["method_metrics"]["0"][method]
+        averages = metrics["validation_average"]
+        assert sorted(averages) == sorted(str(scaling) for scaling in grid)
+        assert averages[str(metrics["scaling"])] == max(averages.values())
+
+
+def test_select_scaling_keeps_best_and_first_of_ties():
+    tasks = [evaluation.EvaluationTask("task", lambda params, x: x * params, np.array([[1.0, -1.0], [-1.0, 1.0]]),
+                                       np.array([0, 1]))]
+    # The "tower" is a scalar that multiplies the logits: positive scalings classify both examples right.
+    tower, metrics = table_experiment._select_scaling(lambda scaling: scaling - 0.25, (0.1, 0.5, 0.9), tasks, 2)
+    assert metrics["scaling"] == 0.5
+    assert tower == pytest.approx(0.25)
+    assert metrics["validation_average"] == {"0.1": 0.0, "0.5": 1.0, "0.9": 1.0}
+    tower, metrics = table_experiment._select_scaling(lambda scaling: scaling, (0.7,), tasks, 2)
+    assert metrics == {"scaling": 0.7}
+
+
+def test_validation_split_differs_from_train_and_test():
+    train, _ = images_lib.generate_split("shapes", "train", 50, 0)
+    test, _ = images_lib.generate_split("shapes", "test", 50, 0)
+    validation, labels = images_lib.generate_split("shapes", "validation", 50, 0)
+    again, _ = images_lib.generate_split("shapes", "validation", 50, 0)
+    np.testing.assert_array_equal(validation, again)
+    assert not np.array_equal(validation, train)
+    assert not np.array_equal(validation, test)
+    assert labels.shape == (50,)
+
+
 def test_rerun_reads_method_cache(quick_run, monkeypatch):
     config, workdir, results = quick_run
 
@@ -105,6 +139,9 @@ def test_paper_ordering_check():
     ("ties.keep_fraction", 0.0),
     ("regmean.num_examples", 65),
     ("adamerging.steps", 0),
+    ("task_arithmetic.scaling_grid", ()),
+    ("ties.scaling_grid", (0.3, -0.1)),
+    ("validation.num_examples", 0),
     ("experts.model.num_heads", 5),
 ])
 def test_validate_rejects_invalid_fields(field, value):
