@@ -6,8 +6,8 @@ Run:
 
 Variants:
   default  the default `image_experts` config (8 tasks, 4-layer ViT) with fine-tuning seeds 0, 1 and 2;
-           200 AdaMerging steps per granularity and seed. One run took 15 minutes on 2 shared CPU cores with
-           the experts cached (docs/merging.md).
+           500 AdaMerging steps per granularity and seed. One run took 15 minutes on 2 CPU cores with the
+           experts cached (docs/merging.md).
   quick    the quick `image_experts` config with one fine-tuning seed and 10 AdaMerging steps, for tests;
            about 2 minutes with the experts cached.
 
