@@ -76,12 +76,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
                        and all(name in METHODS for name in value) and len(set(value)) == len(value)),
         f"a non-empty list of distinct method names from {list(METHODS)}")
 
+    def is_lambda(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
     for field in ("task_arithmetic.scaling_grid", "ties.scaling_grid"):
         config_lib.require(
             config, field,
-            lambda value: (isinstance(value, (list, tuple)) and len(value) >= 1
-                           and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-                               for v in value)),
+            lambda grid: isinstance(grid, (list, tuple)) and len(grid) >= 1 and all(map(is_lambda, grid)),
             "a non-empty list of lambdas > 0 (one lambda fixes it, more are chosen from on the validation split)")
     config_lib.require_float(config, "ties.keep_fraction", gt=0.0, max=1.0)
     config_lib.require_int(config, "validation.num_examples", min=1)
@@ -239,7 +240,7 @@ def _select_scaling(merge_fn, grid, validation_tasks, batch_size) -> tuple[PyTre
         tower = merge_fn(scaling)
         averages[str(scaling)] = evaluation.evaluate(tower, validation_tasks,
                                                      batch_size=batch_size)[evaluation.AVERAGE_COLUMN]
-        # Ties go to the smaller lambda, which is listed first in an increasing grid.
+        # An equal average keeps the earlier lambda, the smaller one in an increasing grid.
         if best_scaling is None or averages[str(scaling)] > averages[str(best_scaling)]:
             best_tower, best_scaling = tower, scaling
     logging.info("Lambda %s chosen on the validation split (average accuracy by lambda: %s).", best_scaling, averages)
