@@ -136,8 +136,9 @@ def doc_section(records: dict[str, dict]) -> str:
         lines.append(f"- `{label}`: `python benchmarks/merging_interference.py --label {label}"
                      f"{' --variant ' + record['variant'] if record['variant'] else ''}"
                      f" --finetune_seed {record['finetune_seed']}{' ' + overrides if overrides else ''}`; "
-                     f"{record['date']} on {record['machine']}; base and experts built in "
-                     f"{record['result']['build_seconds'] / 60:.1f} minutes (0 when read from the cache).")
+                     f"{record['date']} on {record['machine']}; "
+                     + (f"base and experts built in {record['result']['build_seconds'] / 60:.1f} minutes."
+                        if record['result']['build_seconds'] >= 60 else "base and experts read from the cache."))
     return "\n".join(lines) + "\n"
 
 
@@ -161,7 +162,8 @@ def main() -> None:
     try:
         overrides = [parse_override(text) for text in args.override]
         config = build_config(args.variant, overrides, args.finetune_seed)
-    except (ValueError, config_lib.ConfigError) as error:
+    except (ValueError, TypeError, config_lib.ConfigError) as error:
+        # ml_collections raises TypeError for a value of the wrong type, e.g. pretrain.steps=abc.
         parser.error(str(error))
 
     result = measure(config, args.finetune_seed)

@@ -9,7 +9,7 @@ Variants:
            500 AdaMerging steps per granularity and seed. One run took 15 minutes on 2 CPU cores with the
            experts cached (docs/merging.md).
   quick    the quick `image_experts` config with one fine-tuning seed and 10 AdaMerging steps, for tests;
-           about 2 minutes with the experts cached.
+           80 s on 2 CPU cores, building the quick experts included.
 
 The experts come from `jaxlab.models.experts.load_experts`, which trains and caches what is not cached yet.
 """

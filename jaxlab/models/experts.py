@@ -147,8 +147,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     weights = [config_lib.require_float(config, f"pretrain.{name}_weight", min=0.0) for name in PRETRAIN_OBJECTIVES]
     if not any(weights):
         raise config_lib.ConfigError(f"pretrain.{PRETRAIN_OBJECTIVES[0]}_weight", 0.0,
-                                     "a positive weight for at least one of the objectives "
-                                     + ", ".join(PRETRAIN_OBJECTIVES) + " (all weights are 0)")
+                                     "a positive weight in at least one of "
+                                     + ", ".join(f"pretrain.{name}_weight" for name in PRETRAIN_OBJECTIVES)
+                                     + " (all are 0)")
     config_lib.require_float(config, "pretrain.temperature", gt=0.0)
     config_lib.require_float(config, "pretrain.min_crop_area", gt=0.0, max=1.0)
 

@@ -217,7 +217,7 @@ def test_validate_rejects_pretraining_without_objective():
     config = config_lib.load_config_file(CONFIG_PATH, "")
     for name in experts.PRETRAIN_OBJECTIVES:
         config.pretrain[f"{name}_weight"] = 0.0
-    with pytest.raises(config_lib.ConfigError, match="at least one of the objectives"):
+    with pytest.raises(config_lib.ConfigError, match="at least one of pretrain.contrastive_weight, pretrain.source_weight"):
         experts.validate(config)
 
 
