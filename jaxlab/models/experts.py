@@ -322,6 +322,9 @@ def augment_views(key: jax.Array, images: jax.Array, min_crop_area: float) -> ja
     change, because the glyph, orientation and colour tasks' labels change under
     them.
     """
+    if not 0 < min_crop_area <= 1:
+        raise ValueError(f"min_crop_area={min_crop_area!r} must lie in (0, 1]; it is the smallest fraction of the "
+                         "image's area that a crop keeps, e.g. 0.5.")
     batch, height, width, channels = images.shape
     key_area, key_aspect, key_x, key_y, key_jitter = jax.random.split(key, 5)
     area = jax.random.uniform(key_area, (batch,), minval=min_crop_area, maxval=1.0)

@@ -262,6 +262,8 @@ def test_augment_views_crops_and_jitters(monkeypatch):
     again = experts.augment_views(jax.random.key(2), jnp.asarray(gradient), min_crop_area=0.5)
     other = experts.augment_views(jax.random.key(3), jnp.asarray(gradient), min_crop_area=0.5)
     np.testing.assert_array_equal(np.asarray(first), np.asarray(again))
+    with pytest.raises(ValueError, match="min_crop_area=0"):
+        experts.augment_views(jax.random.key(2), jnp.asarray(gradient), min_crop_area=0)
     assert not np.array_equal(np.asarray(first), np.asarray(other))
 
     # Without jitter, a crop resized back to 32 pixels only stretches the ramp: the mean difference of
