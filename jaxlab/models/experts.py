@@ -349,7 +349,7 @@ def augment_views(key: jax.Array, images: jax.Array, min_crop_area: float) -> ja
 
 def contrastive_loss(features_a: jax.Array, features_b: jax.Array, temperature: float
                      ) -> tuple[jax.Array, jax.Array]:
-    """SimCLR's NT-Xent loss of two views' unit-norm features [batch, dim] (Chen et al., ICML 2020).
+    """Compute SimCLR's NT-Xent loss of two views' unit-norm features [batch, dim] (Chen et al., ICML 2020).
 
     Each of the 2 * batch features must pick out the other view of its image
     among the 2 * batch - 1 others by cosine similarity / temperature.
