@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import sys
 import time
 
-import jax
 import numpy as np
 from absl import logging
 
@@ -40,6 +40,7 @@ from jaxlab import merging  # noqa: E402
 from jaxlab.core import config as config_lib  # noqa: E402
 from jaxlab.core import machine  # noqa: E402
 from jaxlab.core import metrics as metrics_lib  # noqa: E402
+from jaxlab.core import tree as tree_lib  # noqa: E402
 from jaxlab.models import classification, experts  # noqa: E402
 
 CONFIG_FILE = os.path.join(os.path.dirname(__file__), "..", "configs", "models", "image_experts.py")
@@ -62,26 +63,24 @@ def parse_override(text: str) -> tuple[str, object]:
 
 
 def build_config(variant: str, overrides: list[tuple[str, object]], finetune_seed: int):
+    """Return the validated `image_experts` config with the overrides and the one fine-tuning seed."""
     config = config_lib.load_config_file(CONFIG_FILE, variant)
     for field, value in overrides:
-        parent, _, leaf = field.rpartition(".")
-        node = config_lib.get_field(config, parent) if parent else config
-        if node is None or leaf not in node:
-            raise config_lib.ConfigError(field, value, "a field that configs/models/image_experts.py defines")
-        node[leaf] = value
+        config_lib.set_field(config, field, value)
     config.finetune.seeds = (finetune_seed,)
     experts.validate(config)
     return config
 
 
 def measure(config, finetune_seed: int) -> dict:
+    """Build or read the base and experts, then return the accuracies and task-vector statistics."""
     started = time.time()
     model, base, heads, expert_params = experts.load_experts(config, finetune_seed)
     build_seconds = time.time() - started
     tasks = experts.load_tasks(config)
 
     def accuracies(params) -> list[float]:
-        """Per-task test accuracy of one tower for all tasks, or of tower i on task i for a list."""
+        """Return the per-task test accuracy of one tower on every task, or of tower i on task i for a list."""
         towers = params if isinstance(params, list) else [params] * len(tasks)
         return [classification.accuracy(model, tower, head, task.test_images, task.test_labels,
                                         config.eval_batch_size)
@@ -97,25 +96,25 @@ def measure(config, finetune_seed: int) -> dict:
     rows[f"Ties-Merging {TIES_SCALING}"] = accuracies(merging.ties_merging(
         base, expert_params, scaling=TIES_SCALING, keep_fraction=TIES_KEEP_FRACTION, merge="sum"))
 
-    flat = np.stack([np.concatenate([np.ravel(leaf) for leaf in jax.tree.leaves(vector)]) for vector in vectors])
-    base_norm = float(np.linalg.norm(np.concatenate([np.ravel(leaf) for leaf in jax.tree.leaves(base)])))
-    norms = np.linalg.norm(flat, axis=1)
-    cosines = flat @ flat.T / np.outer(norms, norms)
-    num_tasks = len(vectors)
+    norms = [float(tree_lib.tree_norm(vector)) for vector in vectors]
+    cosines = [float(tree_lib.tree_dot(vectors[i], vectors[j])) / (norms[i] * norms[j])
+               for i, j in itertools.combinations(range(len(vectors)), 2)]
     return {
         "task_names": [task.name for task in tasks],
         "accuracy": rows,
         "mean_accuracy": {name: float(np.mean(values)) for name, values in rows.items()},
-        "mean_off_diagonal_cosine": float((cosines.sum() - np.trace(cosines)) / (num_tasks * (num_tasks - 1))),
-        "mean_relative_norm": float(norms.mean() / base_norm),
+        "mean_off_diagonal_cosine": float(np.mean(cosines)),
+        "mean_relative_norm": float(np.mean(norms) / tree_lib.tree_norm(base)),
         "build_seconds": build_seconds,
     }
 
 
 def doc_section(records: dict[str, dict]) -> str:
+    """Return the Markdown table of every labelled run, one column per label, and the runs' commands."""
     labels = sorted(records)
     names = list(records[labels[0]]["result"]["mean_accuracy"])
-    lines = ["Mean test accuracy (%) over the eight tasks, one fine-tuning seed. "
+    num_tasks = len(records[labels[0]]["result"]["task_names"])
+    lines = [f"Mean test accuracy (%) over the {num_tasks} tasks, one fine-tuning seed. "
              "Each column is one run of `benchmarks/merging_interference.py`.", "",
              "| | " + " | ".join(labels) + " |", "| --- |" + " --- |" * len(labels)]
     for name in names:
@@ -145,7 +144,7 @@ def doc_section(records: dict[str, dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--label", required=True, help="name of this setting; a rerun with a label replaces it")
+    parser.add_argument("--label", required=True, help="name of this setting (a rerun with the same label replaces it)")
     parser.add_argument("--variant", default="", help="variant of configs/models/image_experts.py")
     parser.add_argument("--override", action="append", default=[],
                         help="FIELD=VALUE applied to the config, repeatable (e.g. pretrain.steps=300)")

@@ -20,9 +20,7 @@ def load_config(variant: str, overrides: dict | None = None) -> ml_collections.C
     """Return `configs/vne/conal.py:<variant>` with `overrides` ({"train.epochs": 3, ...}) applied, validated."""
     config = config_lib.load_config_file(CONFIG_PATH, variant)
     for path, value in (overrides or {}).items():
-        parent, _, leaf = path.rpartition(".")
-        node = config_lib.get_field(config, parent) if parent else config
-        node[leaf] = value
+        config_lib.set_field(config, path, value)
     experiment.validate(config)
     return config
 

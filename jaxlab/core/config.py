@@ -96,6 +96,19 @@ def get_field(config: Any, field: str, default: Any = None) -> Any:
     return node
 
 
+def set_field(config: Any, field: str, value: Any) -> None:
+    """Assign `value` to the dotted `field` of a ConfigDict or mapping, in place.
+
+    Raises:
+        ConfigError: `config` does not define `field`, so that a misspelt override never adds a new field.
+    """
+    if not has_field(config, field):
+        raise ConfigError(field, value, f"an existing field ({describe_neighbors(config, field)})")
+    parent, _, leaf = field.rpartition(".")
+    node = get_field(config, parent) if parent else config
+    node[leaf] = value
+
+
 def field_names(config: Any, prefix: str = "") -> list[str]:
     """Return the sorted keys directly under the dotted `prefix` ("" for the top level)."""
     node = get_field(config, prefix, default=None) if prefix else config

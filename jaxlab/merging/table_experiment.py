@@ -145,13 +145,14 @@ class _MethodCache:
         os.replace(temporary, self.path)
 
 
-def _evaluation_tasks(model, heads, tasks: Sequence[images_lib.ImageTaskData]) -> list[evaluation.EvaluationTask]:
-    """Return one EvaluationTask per task: the tower with that task's frozen head on its test split."""
-    return [evaluation.EvaluationTask(
-                name=task.name,
-                logits_fn=functools.partial(_task_logits, model, head),
-                inputs=task.test_images, labels=task.test_labels)
-            for task, head in zip(tasks, heads)]
+def _evaluation_tasks(model, heads, splits) -> list[evaluation.EvaluationTask]:
+    """Return one EvaluationTask per task: the tower with that task's frozen head on one labelled split.
+
+    `splits` contains one (task name, images, labels) triple per task, in the order of `heads`.
+    """
+    return [evaluation.EvaluationTask(name=name, logits_fn=functools.partial(_task_logits, model, head),
+                                      inputs=images, labels=labels)
+            for (name, images, labels), head in zip(splits, heads)]
 
 
 def _task_logits(model, head, params, images):
@@ -213,17 +214,6 @@ def _adamerging_merge(config, model, heads, base_params, experts, tasks, key, gr
     logging.info("%s-wise AdaMerging: summed entropy %.4f -> %.4f over %d steps; coefficients in [%.3f, %.3f].",
                  granularity, loss[0], loss[-1], settings.steps, coefficients.min(), coefficients.max())
     return problem.merge(state), metrics
-
-
-def _validation_tasks(config, model, heads) -> list[evaluation.EvaluationTask]:
-    """Return one EvaluationTask per task on its labelled validation split, drawn apart from train and test."""
-    eval_tasks = []
-    for name, head in zip(config.experts.data.tasks, heads):
-        images, labels = images_lib.generate_split(name, "validation", config.validation.num_examples,
-                                                   config.experts.data.suite_seed)
-        eval_tasks.append(evaluation.EvaluationTask(name=name, logits_fn=functools.partial(_task_logits, model, head),
-                                                    inputs=images, labels=labels))
-    return eval_tasks
 
 
 def _select_scaling(merge_fn, grid, validation_tasks, batch_size) -> tuple[PyTree, dict[str, Any]]:
@@ -338,8 +328,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         model, base_params, heads, experts = experts_lib.load_experts(config.experts, finetune_seed=seed)
         if eval_tasks is None:
             # The heads belong to the base, which every seed shares, so one set of jitted scorers serves all seeds.
-            eval_tasks = _evaluation_tasks(model, heads, tasks)
-            validation_tasks = _validation_tasks(config, model, heads)
+            eval_tasks = _evaluation_tasks(
+                model, heads, [(task.name, task.test_images, task.test_labels) for task in tasks])
+            # The validation split is drawn apart from the train and test splits.
+            validation_tasks = _evaluation_tasks(model, heads, [
+                (name, *images_lib.generate_split(name, "validation", config.validation.num_examples,
+                                                  config.experts.data.suite_seed))
+                for name in task_names])
         key = jax.random.fold_in(jax.random.key(config.seed), seed)
         per_seed[str(seed)], method_metrics[str(seed)], seconds[str(seed)] = {}, {}, {}
 

@@ -69,7 +69,7 @@ MIN_CROP_SIDE = 0.3
 # Multiplies the pretraining heads' logits, which a linear map of unit-norm embeddings keeps small otherwise;
 # 1 / 0.07 is the initial logit scale of CLIP (Radford et al., 2021).
 PRETRAIN_LOGIT_SCALE = 1 / 0.07
-# The pretraining losses, each weighted by config.pretrain.<name>_weight; a weight of 0 skips the objective.
+# The pretraining losses, each weighted by config.pretrain.<name>_weight. A weight of 0 skips the objective.
 PRETRAIN_OBJECTIVES = ("contrastive", "source", "rotation")
 # fold_in indices of the per-purpose keys under the run's seed.
 _KEY_INIT, _KEY_STEPS, _KEY_TEST_ROTATIONS = 0, 1, 2
@@ -323,7 +323,7 @@ def augment_views(key: jax.Array, images: jax.Array, min_crop_area: float) -> ja
     them.
     """
     if not 0 < min_crop_area <= 1:
-        raise ValueError(f"min_crop_area={min_crop_area!r} must lie in (0, 1]; it is the smallest fraction of the "
+        raise ValueError(f"min_crop_area={min_crop_area!r} must lie in (0, 1]. It is the smallest fraction of the "
                          "image's area that a crop keeps, e.g. 0.5.")
     batch, height, width, channels = images.shape
     key_area, key_aspect, key_x, key_y, key_jitter = jax.random.split(key, 5)
@@ -367,12 +367,12 @@ def contrastive_loss(features_a: jax.Array, features_b: jax.Array, temperature: 
 
 
 class PretrainSettings(NamedTuple):
-    """Weights and settings of the pretraining objectives; hashable, so the jitted step takes it as static."""
+    """Weights and settings of the pretraining objectives, hashable so that the jitted step takes them as static."""
 
     contrastive_weight: float
     source_weight: float
     rotation_weight: float
-    temperature: float  # Of the contrastive loss.
+    temperature: float  # Temperature of the contrastive loss.
     min_crop_area: float  # Smallest area fraction of a contrastive view's crop.
 
 
@@ -428,6 +428,13 @@ def pretrain(config: ml_collections.ConfigDict, model: CLIPVisionModel,
     return state.params["tower"], test_metrics
 
 
+def _head_cross_entropy(head, features, labels):
+    """Return the mean cross-entropy and the accuracy of a pretraining head on unit-norm features."""
+    logits = PRETRAIN_LOGIT_SCALE * classification.head_logits(head, features)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return loss, jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+
+
 def _pretrain_loss(model, objectives, params, images, sources, key):
     """Return the weighted pretraining loss of one batch and its per-objective metrics; see `pretrain`."""
     key_rotations, key_view_a, key_view_b = jax.random.split(key, 3)
@@ -442,19 +449,15 @@ def _pretrain_loss(model, objectives, params, images, sources, key):
         metrics.update(contrastive_loss=contrastive, contrastive_accuracy=pair_accuracy)
     if objectives.source_weight > 0:
         features = classification.image_features(model, params["tower"], images)
-        source_logits = PRETRAIN_LOGIT_SCALE * classification.head_logits(params["source_head"], features)
-        source_loss = optax.softmax_cross_entropy_with_integer_labels(source_logits, sources).mean()
+        source_loss, source_accuracy = _head_cross_entropy(params["source_head"], features, sources)
         loss += objectives.source_weight * source_loss
-        metrics.update(source_loss=source_loss,
-                       source_accuracy=jnp.mean(jnp.argmax(source_logits, axis=-1) == sources))
+        metrics.update(source_loss=source_loss, source_accuracy=source_accuracy)
     if objectives.rotation_weight > 0:
         rotations = jax.random.randint(key_rotations, (images.shape[0],), 0, NUM_ROTATIONS)
         features = classification.image_features(model, params["tower"], _rotate(images, rotations))
-        rotation_logits = PRETRAIN_LOGIT_SCALE * classification.head_logits(params["rotation_head"], features)
-        rotation_loss = optax.softmax_cross_entropy_with_integer_labels(rotation_logits, rotations).mean()
+        rotation_loss, rotation_accuracy = _head_cross_entropy(params["rotation_head"], features, rotations)
         loss += objectives.rotation_weight * rotation_loss
-        metrics.update(rotation_loss=rotation_loss,
-                       rotation_accuracy=jnp.mean(jnp.argmax(rotation_logits, axis=-1) == rotations))
+        metrics.update(rotation_loss=rotation_loss, rotation_accuracy=rotation_accuracy)
     return loss, metrics
 
 

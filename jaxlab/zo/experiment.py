@@ -3,7 +3,8 @@
 The model is all-MiniLM-L6-v2 (the packaged pretrained weights) or a random tiny BERT for smoke tests, with
 a cosine head initialised from class prototypes or, zero-shot, from the embeddings of the class names. The
 task is one of the offline WordNet text tasks. The run evaluates test accuracy every `eval_every` steps,
-checkpoints parameters and optimizer state, and resumes to the same results. Outputs: `results.json`, `metrics.jsonl`, TensorBoard events, `accuracy.png`.
+checkpoints parameters and optimizer state, and resumes to the same results. Outputs: `results.json`,
+`metrics.jsonl`, TensorBoard events, `accuracy.png`.
 """
 
 from __future__ import annotations

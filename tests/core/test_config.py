@@ -63,6 +63,19 @@ def test_get_field_follows_dotted_path():
     assert config_lib.get_field(config, "nothing") is None
 
 
+def test_set_field_assigns_existing_fields():
+    config = _config()
+    config_lib.set_field(config, "code.n", 32)
+    config_lib.set_field(config, "seed", 5)
+    assert config.code.n == 32
+    assert config.seed == 5
+    with pytest.raises(ConfigError, match="code.nn=8; expected an existing field"):
+        config_lib.set_field(config, "code.nn", 8)
+    with pytest.raises(ConfigError, match="seed.x=1"):
+        config_lib.set_field(config, "seed.x", 1)
+    assert "nn" not in config.code
+
+
 def test_get_field_reads_plain_dicts():
     config = {"outer": {"inner": 3}}
     assert config_lib.get_field(config, "outer.inner") == 3
