@@ -6,6 +6,9 @@ Run (each run resumes from its workdir, so an interrupted sweep continues where 
   # 60-minute CPU budget on 3m and 2s3z (time to 90% test win rate):
   python benchmarks/commformer_maps.py --variant=cpu --maps=3m,2s3z --methods=commformer --seeds=0 \
       --section=cpu_budget --write_doc
+  # CPU-sized table on 3m: every method on the same 409,600 env steps, 3 seeds:
+  python benchmarks/commformer_maps.py --variant=cpu --maps=3m --time_limit_minutes=0 \
+      --total_env_steps=409600 --section=maps_cpu --write_doc
   # Gating: receive rate at equal win rate:
   python benchmarks/commformer_maps.py --methods=commformer,commformer_gated --section=gating --write_doc
 
@@ -29,7 +32,7 @@ from benchmarks import commformer_record  # noqa: E402
 from jaxlab.commformer import experiment  # noqa: E402
 from jaxlab.commformer.envs import SMAX_MAPS  # noqa: E402
 from jaxlab.core import metrics as metrics_lib  # noqa: E402
-from jaxlab.core.config import load_config_file  # noqa: E402
+from jaxlab.core import config as config_lib  # noqa: E402
 
 METHODS = ("commformer", "commformer_gated", "full", "none", "mappo")
 
@@ -47,14 +50,20 @@ _FINAL_EVAL_EPISODES = flags.DEFINE_integer(
     "finer than the evaluations during training (0 skips it).")
 _TIME_LIMIT = flags.DEFINE_float("time_limit_minutes", -1.0,
                                  "Override train.time_limit_minutes of the variant (minutes; -1 keeps it).")
+_TOTAL_ENV_STEPS = flags.DEFINE_integer(
+    "total_env_steps", -1, "Override train.total_env_steps of the variant (-1 keeps it); with "
+    "--time_limit_minutes=0 every method trains on the same number of env steps.")
+_OVERRIDES = flags.DEFINE_multi_string(
+    "override", [], "FIELD=VALUE applied to every run's config after the method's settings, repeatable; the "
+    "value is read as JSON when it parses (e.g. ppo.active_masks=false).")
 
 
 def method_config(variant: str, map_name: str, method: str, seed: int):
     """Return the config of one (map, method, seed) run."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-    config = load_config_file(os.path.join(os.path.dirname(__file__), "..", "configs", "commformer", "smax.py"),
-                              variant)
+    config = config_lib.load_config_file(
+        os.path.join(os.path.dirname(__file__), "..", "configs", "commformer", "smax.py"), variant)
     config.env.name = map_name
     config.seed = seed
     config.gating.enabled = method == "commformer_gated"
@@ -64,6 +73,10 @@ def method_config(variant: str, map_name: str, method: str, seed: int):
         config.model.kind = "mappo"
     if _TIME_LIMIT.value >= 0:
         config.train.time_limit_minutes = _TIME_LIMIT.value
+    if _TOTAL_ENV_STEPS.value != -1:
+        config.train.total_env_steps = _TOTAL_ENV_STEPS.value
+    for text in _OVERRIDES.value:
+        config_lib.set_field(config, *config_lib.parse_override(text))
     experiment.validate(config)
     return config
 
@@ -113,6 +126,14 @@ def final_evaluation(config, workdir: str, episodes: int) -> dict:
 def main(argv):
     del argv
     seeds = [int(seed) for seed in _SEEDS.value]
+    try:  # Check every run's config before the first run starts.
+        for map_name in _MAPS.value:
+            for method in _METHODS.value:
+                for seed in seeds:
+                    method_config(_VARIANT.value, map_name, method, seed)
+    except (ValueError, TypeError, config_lib.ConfigError) as error:
+        # ml_collections raises TypeError for a value of the wrong type, e.g. ppo.lr=fast.
+        raise app.UsageError(str(error)) from error
     lines = [f"Variant '{_VARIANT.value or 'default'}', seeds {seeds}; mean ± standard error over seeds.", "",
              "| map | method | test win rate (%) | receive rate (% of agent-steps) | minutes to target | "
              "env steps to target | minutes trained | env steps/s |"

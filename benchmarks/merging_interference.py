@@ -51,17 +51,6 @@ TIES_SCALING = 0.3
 TIES_KEEP_FRACTION = 0.2
 
 
-def parse_override(text: str) -> tuple[str, object]:
-    """Return (field, value) of `field=value`, reading the value as JSON when it parses and else as a string."""
-    field, separator, value = text.partition("=")
-    if not separator or not field:
-        raise ValueError(f"--override {text!r}: expected FIELD=VALUE, e.g. pretrain.steps=300")
-    try:
-        return field, json.loads(value)
-    except json.JSONDecodeError:
-        return field, value
-
-
 def build_config(variant: str, overrides: list[tuple[str, object]], finetune_seed: int):
     """Return the validated `image_experts` config with the overrides and the one fine-tuning seed."""
     config = config_lib.load_config_file(CONFIG_FILE, variant)
@@ -159,7 +148,7 @@ def main() -> None:
     if args.finetune_seed < 0:
         parser.error(f"--finetune_seed {args.finetune_seed} must be >= 0")
     try:
-        overrides = [parse_override(text) for text in args.override]
+        overrides = [config_lib.parse_override(text) for text in args.override]
         config = build_config(args.variant, overrides, args.finetune_seed)
     except (ValueError, TypeError, config_lib.ConfigError) as error:
         # ml_collections raises TypeError for a value of the wrong type, e.g. pretrain.steps=abc.

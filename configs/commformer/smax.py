@@ -66,6 +66,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.ppo.gae_lambda = 0.95
     config.ppo.huber_delta = 10.0  # Huber threshold of the value loss.
     config.ppo.value_norm_beta = 0.99999  # Moving-average weight of the value-target statistics.
+    config.ppo.active_masks = True  # Leave dead agents' samples out of the losses, as MAPPO and MAT do.
 
     config.train = ml_collections.ConfigDict()
     config.train.total_env_steps = 2_000_000  # Rounded down to whole chunks (at least one).

@@ -100,6 +100,16 @@ class MultiAgentEnv:
         next_state = jax.tree.map(lambda new, old: jnp.where(done, new, old), reset_state, next_state)
         return next_state, StepOutput(self._stack(reward).astype(jnp.float32), done, won)
 
+    def active(self, state: EnvState) -> jax.Array:
+        """Return float32 [N]: 1 for the agents that are alive in `state` (all ones for MPE).
+
+        Dead SMAX agents observe zeros and can only take the no-op action. MAPPO's active masks leave
+        their samples out of the losses.
+        """
+        if self.name in SMAX_MAPS:
+            return state.inner.state.unit_alive[:self.num_agents].astype(jnp.float32)
+        return jnp.ones((self.num_agents,), jnp.float32)
+
     def _won(self, inner: Any) -> jax.Array:
         if self.name not in SMAX_MAPS:
             return jnp.asarray(False)

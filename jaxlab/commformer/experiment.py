@@ -75,6 +75,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     config_lib.require_float(config, "ppo.gamma", min=0.0, max=1.0)
     config_lib.require_float(config, "ppo.gae_lambda", min=0.0, max=1.0)
     config_lib.require_float(config, "ppo.value_norm_beta", gt=0.0, lt=1.0)
+    config_lib.require_bool(config, "ppo.active_masks")
 
     config_lib.require_int(config, "train.total_env_steps", min=1)
     config_lib.require_int(config, "train.updates_per_chunk", min=1)

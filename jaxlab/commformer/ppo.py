@@ -131,18 +131,43 @@ def huber(x: jax.Array, delta: float) -> jax.Array:
     return jnp.where(absolute <= delta, 0.5 * x**2, delta * (absolute - 0.5 * delta))
 
 
+def masked_mean(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Return the mean of `x` over the entries where `mask` is 1, or over all entries when `mask` is None.
+
+    An all-zero mask gives 0.
+    """
+    if mask is None:
+        return jnp.mean(x)
+    mask = jnp.broadcast_to(mask, x.shape)
+    return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def normalize_advantages(advantages: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Standardise advantages with the mean and standard deviation of the entries where `mask` is 1."""
+    mean = masked_mean(advantages, mask)
+    std = jnp.sqrt(masked_mean((advantages - mean) ** 2, mask))
+    return (advantages - mean) / (std + 1e-8)
+
+
 def clipped_value_loss(values: jax.Array, old_values: jax.Array, targets: jax.Array, clip_eps: float,
-                       huber_delta: float) -> jax.Array:
-    """MAPPO's value loss: the larger Huber loss of the raw and the clipped prediction (all normalised)."""
+                       huber_delta: float, mask: jax.Array | None = None) -> jax.Array:
+    """MAPPO's value loss: the larger Huber loss of the raw and the clipped prediction (all normalised).
+
+    `mask` (1 for active agents, MAPPO's active masks) restricts the mean to those samples.
+    """
     clipped = old_values + jnp.clip(values - old_values, -clip_eps, clip_eps)
-    return jnp.mean(jnp.maximum(huber(targets - values, huber_delta), huber(targets - clipped, huber_delta)))
+    return masked_mean(jnp.maximum(huber(targets - values, huber_delta), huber(targets - clipped, huber_delta)),
+                       mask)
 
 
 def clipped_policy_loss(log_probs: jax.Array, old_log_probs: jax.Array, advantages: jax.Array,
-                        clip_eps: float) -> tuple[jax.Array, jax.Array]:
-    """Return the PPO clipped surrogate loss and the fraction of samples where clipping was active."""
+                        clip_eps: float, mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Return the PPO clipped surrogate loss and the fraction of samples where clipping was active.
+
+    `mask` (1 for active agents, MAPPO's active masks) restricts both means to those samples.
+    """
     ratio = jnp.exp(log_probs - old_log_probs)
     unclipped = ratio * advantages
     clipped = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages
-    clip_fraction = jnp.mean((jnp.abs(ratio - 1.0) > clip_eps).astype(jnp.float32))
-    return -jnp.mean(jnp.minimum(unclipped, clipped)), clip_fraction
+    clip_fraction = masked_mean((jnp.abs(ratio - 1.0) > clip_eps).astype(jnp.float32), mask)
+    return -masked_mean(jnp.minimum(unclipped, clipped), mask), clip_fraction

@@ -63,8 +63,9 @@ class Transition(NamedTuple):
     Fields: obs float32 [E, N, obs_dim]; avail float32 [E, N, num_actions]; actions int32 [E, N] or float32
     [E, N, num_actions]; log_probs float32 [E, N] (joint autoregressive policy, per agent); values float32
     [E, N] (normalised); gate_noise float32 [E, N] (the logistic noise of the gate sample); gates float32
-    [E, N] in {0, 1}; rewards float32 [E, N]; dones bool [E]; wins bool [E]; returns float32 [E] (the
-    agent-mean return of the episode that ended at this step, 0 elsewhere).
+    [E, N] in {0, 1}; active float32 [E, N] (1 for agents alive at this step); rewards float32 [E, N];
+    dones bool [E]; wins bool [E]; returns float32 [E] (the agent-mean return of the episode that ended at
+    this step, 0 elsewhere).
     """
 
     obs: jax.Array
@@ -74,6 +75,7 @@ class Transition(NamedTuple):
     values: jax.Array
     gate_noise: jax.Array
     gates: jax.Array
+    active: jax.Array
     rewards: jax.Array
     dones: jax.Array
     wins: jax.Array
@@ -266,7 +268,7 @@ def make_train(config: ml_collections.ConfigDict) -> Trainer:
                                                  actions)
         episode_return = episode_return + out.reward.mean(-1)
         transition = Transition(env_state.obs, env_state.avail, actions, log_probs, values, noise, gates,
-                                out.reward, out.done, out.won, jnp.where(out.done, episode_return, 0.0))
+                                jax.vmap(env.active)(env_state), out.reward, out.done, out.won, jnp.where(out.done, episode_return, 0.0))
         episode_return = jnp.where(out.done, 0.0, episode_return)
         return (params, next_env_state, episode_return, update), transition
 
@@ -285,11 +287,14 @@ def make_train(config: ml_collections.ConfigDict) -> Trainer:
 
         values, log_probs, entropy, gates = jax.vmap(forward)(batch.obs, batch.avail, batch.actions,
                                                               batch.gate_noise)
+        # Dead agents' samples carry no learning signal; without the mask their value loss backpropagates
+        # through LayerNorms of all-zero features, which scale gradients by 1 / sqrt(epsilon) each.
+        active = batch.active if ppo_config.active_masks else None
         policy_loss, clip_fraction = ppo.clipped_policy_loss(log_probs, batch.log_probs, advantages,
-                                                             ppo_config.clip_eps)
+                                                             ppo_config.clip_eps, active)
         value_loss = ppo.clipped_value_loss(values, batch.values, targets, ppo_config.clip_eps,
-                                            ppo_config.huber_delta)
-        entropy = jnp.mean(entropy)
+                                            ppo_config.huber_delta, active)
+        entropy = ppo.masked_mean(entropy, active)
         gate_rate = jnp.mean(gates)
         loss = (policy_loss + ppo_config.value_coef * value_loss - ppo_config.entropy_coef * entropy
                 + (gating_config.cost * gate_rate if gating else 0.0))
@@ -305,7 +310,7 @@ def make_train(config: ml_collections.ConfigDict) -> Trainer:
         """Roll out, then return (env_state, episode_return, value_norm, batch, advantages, targets, traj).
 
         `batch` holds the B = num_envs * rollout_length samples of the rollout, each of N agents;
-        `advantages` (normalised over the batch) and `targets` (value targets in normalised units) are
+        `advantages` (normalised over the batch's active agents) and `targets` (value targets in normalised units) are
         float32 [B, N].
         """
         key_rollout, key_last = jax.random.split(key)
@@ -327,7 +332,7 @@ def make_train(config: ml_collections.ConfigDict) -> Trainer:
                                       ppo_config.gamma, ppo_config.gae_lambda)
         value_norm = ppo.value_norm_update(value_norm, returns, ppo_config.value_norm_beta)
         targets = ppo.normalize(value_norm, returns)
-        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        advantages = ppo.normalize_advantages(advantages, traj.active if ppo_config.active_masks else None)
 
         flat = lambda x: x.reshape((batch_size,) + x.shape[2:])
         return (env_state, episode_return, value_norm, jax.tree.map(flat, traj), flat(advantages), flat(targets),
@@ -361,8 +366,6 @@ def make_train(config: ml_collections.ConfigDict) -> Trainer:
             weights, weights_opt = select(is_alpha_epoch, (params["weights"], weights_opt),
                                           (new_weights, new_weights_opt))
             alpha, alpha_opt = select(is_alpha_epoch, (new_alpha, new_alpha_opt), (params["alpha"], alpha_opt))
-            # NOTE: gated runs log a weight-gradient norm near 1e9 in the first epoch of the first update, almost
-            # all in obs_embed's bias (later epochs: about 10). The cause is not known; max_grad_norm clips the step.
             diagnostics = dict(diagnostics, loss=loss, grad_norm=optax.tree.norm(grads["weights"]),
                                alpha_grad_norm=optax.tree.norm(grads["alpha"]))
             return ({"weights": weights, "alpha": alpha}, weights_opt, alpha_opt), diagnostics

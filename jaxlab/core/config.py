@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import json
 import math
 import numbers
 import os
@@ -107,6 +108,23 @@ def set_field(config: Any, field: str, value: Any) -> None:
     parent, _, leaf = field.rpartition(".")
     node = get_field(config, parent) if parent else config
     node[leaf] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split `FIELD=VALUE` into (field, value), reading VALUE as JSON when it parses and else as a string.
+
+    So `ppo.lr=1e-3` gives a float, `ppo.active_masks=false` a bool and `env.name=3m` the string '3m'.
+
+    Raises:
+        ValueError: `text` has no '=' or an empty field.
+    """
+    field, separator, value = text.partition("=")
+    if not separator or not field:
+        raise ValueError(f"override {text!r}: expected FIELD=VALUE, e.g. train.steps=300")
+    try:
+        return field, json.loads(value)
+    except json.JSONDecodeError:
+        return field, value
 
 
 def field_names(config: Any, prefix: str = "") -> list[str]:

@@ -1,5 +1,6 @@
 """GAE, value normalisation and PPO losses against direct computations."""
 
+import chex
 import jax.numpy as jnp
 import numpy as np
 
@@ -67,6 +68,27 @@ def test_clipped_losses_against_formulas():
     value_loss = ppo.clipped_value_loss(values, old_values, targets, clip_eps=0.2, huber_delta=10.0)
     # Sample 0: max(huber(-1), huber(-0.2)) = 0.5; sample 1: huber(20) = 10 * (20 - 5) = 150.
     np.testing.assert_allclose(value_loss, (0.5 + 150.0) / 2, rtol=1e-6)
+
+
+def test_active_masks_restrict_losses_to_active_samples():
+    log_probs = jnp.log(jnp.array([1.5, 0.5, 1.0, 3.0]))
+    advantages = jnp.array([1.0, -1.0, 2.0, 100.0])
+    active = jnp.array([1.0, 1.0, 1.0, 0.0])
+    masked = ppo.clipped_policy_loss(log_probs, jnp.zeros(4), advantages, 0.2, active)
+    chex.assert_trees_all_close(masked, ppo.clipped_policy_loss(log_probs[:3], jnp.zeros(3), advantages[:3], 0.2),
+                                rtol=1e-6)
+
+    values, targets = jnp.array([1.0, 0.0, 7.0]), jnp.array([0.0, 20.0, -50.0])
+    np.testing.assert_allclose(
+        ppo.clipped_value_loss(values, jnp.zeros(3), targets, 0.2, 10.0, jnp.array([1.0, 1.0, 0.0])),
+        ppo.clipped_value_loss(values[:2], jnp.zeros(2), targets[:2], 0.2, 10.0), rtol=1e-6)
+    np.testing.assert_allclose(ppo.masked_mean(values, jnp.zeros(3)), 0.0)
+
+    normalized = ppo.normalize_advantages(advantages, active)
+    np.testing.assert_allclose(normalized[:3].mean(), 0.0, atol=1e-6)
+    np.testing.assert_allclose(normalized[:3].std(), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(ppo.normalize_advantages(advantages), (advantages - advantages.mean())
+                               / (advantages.std() + 1e-8), rtol=1e-6)
 
 
 def test_masked_categorical_ignores_unavailable_actions():

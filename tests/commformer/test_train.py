@@ -4,6 +4,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jaxlab.commformer import train
@@ -132,3 +133,39 @@ def test_pure_train_matches_chunked_loop(make_tiny_config):
     chex.assert_trees_all_close(state.params, chunked_state.params, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(metrics["episode_return"],
                                np.concatenate([m["episode_return"] for m in chunk_metrics]), rtol=1e-5)
+
+
+def test_active_masks_keep_dead_agents_out_of_the_gradient():
+    from tests.commformer.conftest import tiny_config
+
+    config = tiny_config("3m")
+    config.gating.enabled = True
+    validate(config)
+    trainer = train.make_train(config)
+    env = trainer.env
+    state = trainer.init(jax.random.key(0))
+    options = train.FAST_COMPILE_OPTIONS
+    _, _, _, batch, advantages, targets, _ = jax.jit(trainer.collect, compiler_options=options)(
+        state, jax.random.key(1))
+
+    # Agent 0 dead in every sample: SMAX observes zeros for it; its gate is closed, so its features stay
+    # all-zero through every LayerNorm of its own rows.
+    env_state = env.reset(jax.random.key(2))
+    dead_state = env_state._replace(inner=env_state.inner.replace(state=env_state.inner.state.replace(
+        unit_alive=env_state.inner.state.unit_alive.at[0].set(False))))
+    np.testing.assert_array_equal(env.active(env_state), np.ones(env.num_agents))
+    np.testing.assert_array_equal(env.active(dead_state), [0.0] + [1.0] * (env.num_agents - 1))
+    dead = batch._replace(obs=batch.obs.at[:, 0].set(0.0), gate_noise=batch.gate_noise.at[:, 0].set(-20.0),
+                          active=batch.active.at[:, 0].set(0.0))
+
+    grad = jax.jit(jax.grad(lambda params, b: trainer.loss(params, b, advantages, targets,
+                                                           jnp.asarray(5, jnp.int32), jax.random.key(3))[0]),
+                   compiler_options=options)
+    masked_norm = float(optax.tree.norm(grad(state.params, dead)["weights"]))
+    # All-ones active masks are the loss without masking.
+    unmasked = dead._replace(active=jnp.ones_like(dead.active))
+    unmasked_norm = float(optax.tree.norm(grad(state.params, unmasked)["weights"]))
+    # Without the mask, the dead agent's value loss passes three LayerNorms of zero vectors, each scaling the
+    # gradient by 1 / sqrt(1e-6).
+    assert masked_norm < 1e3, masked_norm
+    assert unmasked_norm > 1e6, unmasked_norm
