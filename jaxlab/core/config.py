@@ -120,7 +120,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     """
     field, separator, value = text.partition("=")
     if not separator or not field:
-        raise ValueError(f"override {text!r}: expected FIELD=VALUE, e.g. train.steps=300")
+        raise ValueError(f"invalid override {text!r}: expected FIELD=VALUE, e.g. train.steps=300")
     try:
         return field, json.loads(value)
     except json.JSONDecodeError:
@@ -254,13 +254,15 @@ def require_list_of(
     max_len: int | None = None,
     min: float | None = None,
     max: float | None = None,
+    gt: float | None = None,
+    lt: float | None = None,
     choices: Sequence[Any] | None = None,
     increasing: bool = False,
 ) -> list[Any]:
     """Check a list or tuple whose elements are all of `kind` (int, float, str or bool).
 
     Element errors name the element, as in `ebn0_db[2]`. `min`/`max` bound
-    numeric elements inclusively, `choices` restricts every element, and
+    numeric elements inclusively and `gt`/`lt` exclusively, `choices` restricts every element, and
     `increasing=True` requires strictly increasing elements, as a sweep grid
     needs. Returns the elements as a new list.
     """
@@ -276,10 +278,10 @@ def require_list_of(
     if choices is not None:
         element_rule = f"one of {list(choices)!r}"
     else:
-        element_rule = _describe_number(describe_type(kind), min=min, max=max)
+        element_rule = _describe_number(describe_type(kind), min=min, max=max, gt=gt, lt=lt)
     for index, element in enumerate(value):
         element_field = f"{field}[{index}]"
-        if not _is_kind(element, kind) or not _in_bounds(element, min=min, max=max):
+        if not _is_kind(element, kind) or not _in_bounds(element, min=min, max=max, gt=gt, lt=lt):
             raise ConfigError(element_field, element, element_rule)
         if choices is not None and element not in choices:
             raise ConfigError(element_field, element, element_rule)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -76,14 +75,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
                        and all(name in METHODS for name in value) and len(set(value)) == len(value)),
         f"a non-empty list of distinct method names from {list(METHODS)}")
 
-    def is_lambda(value):
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-
+    # One lambda fixes it; with more, the validation split chooses among them.
     for field in ("task_arithmetic.scaling_grid", "ties.scaling_grid"):
-        config_lib.require(
-            config, field,
-            lambda grid: isinstance(grid, (list, tuple)) and len(grid) >= 1 and all(map(is_lambda, grid)),
-            "a non-empty list of lambdas > 0 (one lambda fixes it, more are chosen from on the validation split)")
+        config_lib.require_list_of(config, field, float, min_len=1, gt=0.0)
     config_lib.require_float(config, "ties.keep_fraction", gt=0.0, max=1.0)
     config_lib.require_int(config, "validation.num_examples", min=1)
 

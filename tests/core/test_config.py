@@ -196,6 +196,13 @@ def test_require_list_of_names_bad_element():
     assert error.allowed == "an int"
 
 
+def test_require_list_of_exclusive_bounds():
+    error = _error(config_lib.require_list_of, {"grid": [0.3, 0.0]}, "grid", float, gt=0.0)
+    assert error.field == "grid[1]"
+    assert error.allowed == "a float > 0.0"
+    assert config_lib.require_list_of({"grid": [0.3, 1.0]}, "grid", float, gt=0.0, lt=2.0) == [0.3, 1.0]
+
+
 def test_require_list_of_checks_element_bounds():
     error = _error(config_lib.require_list_of, {"sizes": [1, 64]}, "sizes", int, min=1, max=32)
     assert error.field == "sizes[1]"
@@ -264,3 +271,14 @@ def test_load_config_file_with_and_without_variant(tmp_path):
         config_lib.load_config_file(plain, "quick")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         config_lib.load_config_file(tmp_path / "missing.py")
+
+
+def test_parse_override_reads_json_values():
+    assert config_lib.parse_override("ppo.lr=1e-3") == ("ppo.lr", 1e-3)
+    assert config_lib.parse_override("ppo.active_masks=false") == ("ppo.active_masks", False)
+    assert config_lib.parse_override("env.name=3m") == ("env.name", "3m")
+    assert config_lib.parse_override("grid=[0.1, 0.2]") == ("grid", [0.1, 0.2])
+    with pytest.raises(ValueError, match="invalid override 'steps': expected FIELD=VALUE"):
+        config_lib.parse_override("steps")
+    with pytest.raises(ValueError, match="expected FIELD=VALUE"):
+        config_lib.parse_override("=3")
