@@ -6,7 +6,7 @@ Run (each run resumes from its workdir, so an interrupted sweep continues where 
   # 60-minute CPU budget on 3m and 2s3z (time to 90% test win rate):
   python benchmarks/commformer_maps.py --variant=cpu --maps=3m,2s3z --methods=commformer --seeds=0 \
       --section=cpu_budget --write_doc
-  # CPU-sized table on 3m: every method on the same 409,600 env steps, 3 seeds:
+  # CPU-sized table on 3m: the four default methods on the same 409,600 env steps, 3 seeds:
   python benchmarks/commformer_maps.py --variant=cpu --maps=3m --time_limit_minutes=0 \
       --total_env_steps=409600 --section=maps_cpu --write_doc
   # Gating: receive rate at equal win rate:
@@ -16,7 +16,8 @@ Methods: commformer (learned graph, S = 0.4, no gates), commformer_gated (the sa
 full (S = 1, MAT-like), none (self-loops only) and mappo. Every run is `experiment.run` with the variant's
 config of configs/commformer/smax.py; the table reports the final greedy test win rate over
 `eval_episodes` episodes, the receive (gate) rate of those episodes, minutes and env steps to the target win
-rate, and throughput. Runs live under --workdir/<map>/<method>/seed<k>.
+rate, and throughput. Runs live under --workdir/<map>/<method>/seed<k>, each with its config.json. A rerun
+reads a finished run back and resumes an unfinished one, and it rejects a workdir whose run used another config.
 """
 
 import json
@@ -125,15 +126,21 @@ def final_evaluation(config, workdir: str, episodes: int) -> dict:
 
 def main(argv):
     del argv
-    seeds = [int(seed) for seed in _SEEDS.value]
-    try:  # Check every run's config before the first run starts.
+    try:
+        seeds = [int(seed) for seed in _SEEDS.value]
+    except ValueError:
+        sys.exit(f"error: --seeds={','.join(_SEEDS.value)} is invalid; expected integers, e.g. --seeds=0,1,2")
+
+    # Check every run's config, and that an existing run in its workdir used the same config, before the
+    # first run starts.
+    try:
         for map_name in _MAPS.value:
             for method in _METHODS.value:
                 for seed in seeds:
-                    method_config(_VARIANT.value, map_name, method, seed)
-    except (ValueError, TypeError, config_lib.ConfigError) as error:
-        # ml_collections raises TypeError for a value of the wrong type, e.g. ppo.lr=fast.
-        raise app.UsageError(str(error)) from error
+                    config_lib.check_workdir_config(method_config(_VARIANT.value, map_name, method, seed),
+                                                    os.path.join(_WORKDIR.value, map_name, method, f"seed{seed}"))
+    except (ValueError, config_lib.ConfigError) as error:
+        sys.exit(f"error: {error}")
     lines = [f"Variant '{_VARIANT.value or 'default'}', seeds {seeds}; mean ± standard error over seeds.", "",
              "| map | method | test win rate (%) | receive rate (% of agent-steps) | minutes to target | "
              "env steps to target | minutes trained | env steps/s |"
@@ -149,6 +156,7 @@ def main(argv):
                 config = method_config(_VARIANT.value, map_name, method, seed)
                 if not os.path.exists(path):
                     logging.info("Running %s %s seed %d in %s.", map_name, method, seed, workdir)
+                    config_lib.write_workdir_config(config, workdir)
                     experiment.run(config, workdir)
                 with open(path) as file:
                     results.append(json.load(file))

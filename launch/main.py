@@ -35,11 +35,13 @@ from jaxlab.core import cache
 from jaxlab.core import registry
 from jaxlab.core.config import (
     ConfigError,
+    check_workdir_config,
     describe_neighbors,
     describe_type,
     has_field,
     require_int,
     require_str,
+    write_workdir_config,
 )
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -245,62 +247,9 @@ def _resolve_experiment(config: ml_collections.ConfigDict) -> registry.Experimen
     return experiment
 
 
-def _first_difference(old: Any, new: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
-    """Return (dotted field, old value, new value) of the first difference of two JSON trees, or None."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new)):
-            field = f"{prefix}.{key}" if prefix else key
-            if key not in old or key not in new:
-                return field, old.get(key, "<missing>"), new.get(key, "<missing>")
-            difference = _first_difference(old[key], new[key], field)
-            if difference is not None:
-                return difference
-        return None
-    return None if old == new else (prefix, old, new)
-
-
-def _check_resumable(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Raise ConfigError when `workdir` contains checkpoints of a run with a different config.
-
-    Resuming such a run would mix results of two configs, so the launcher rejects it before any work.
-    """
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise ConfigError("workdir", workdir, "a directory, or a path that does not exist yet; it is an existing file")
-    parent = os.path.dirname(os.path.abspath(workdir))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise ConfigError("workdir", workdir, f"a path under directories only; {parent} is a file")
-    config_file = os.path.join(workdir, "config.json")
-    if not (os.path.isfile(config_file) and os.path.isdir(os.path.join(workdir, "checkpoints"))):
-        return
-    try:
-        with open(config_file, encoding="utf-8") as stream:
-            previous = json.load(stream)
-    except (OSError, ValueError):
-        raise ConfigError("workdir", workdir, f"a work directory whose config.json is readable JSON; "
-                          f"{config_file} is not, so remove the directory or choose another") from None
-    current = json.loads(config.to_json_best_effort(sort_keys=True))
-    if isinstance(previous, dict) and previous.get("experiment") != current.get("experiment"):
-        raise ConfigError("experiment", current.get("experiment"),
-                          f"{previous.get('experiment')!r}, the experiment checkpointed in {workdir}; "
-                          "use a new --workdir for another experiment")
-    difference = _first_difference(previous, current)
-    if difference is not None:
-        field, old_value, new_value = difference
-        raise ConfigError(field, new_value, f"{old_value!r} as in the checkpointed run in {workdir}; "
-                          "use a new --workdir to run a different config")
-
-
 def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     """Create the workdir, write config.json and send absl logs there as well as to stderr."""
-    os.makedirs(workdir, exist_ok=True)
-    config_file = os.path.join(workdir, "config.json")
-    temporary_file = config_file + ".tmp"
-    with open(temporary_file, "w", encoding="utf-8") as stream:
-        stream.write(config.to_json_best_effort(indent=2, sort_keys=True))
-        stream.write("\n")
-    os.replace(temporary_file, config_file)
+    write_workdir_config(config, workdir)
 
     if not flags.FLAGS["alsologtostderr"].present:
         flags.FLAGS.alsologtostderr = True
@@ -325,7 +274,7 @@ def main(argv: list[str]) -> None:
     workdir = _WORKDIR.value
     try:
         experiment = _resolve_experiment(config)
-        _check_resumable(config, workdir)
+        check_workdir_config(config, workdir)
     except ConfigError as error:
         _exit_invalid(error)
 

@@ -132,9 +132,9 @@ def huber(x: jax.Array, delta: float) -> jax.Array:
 
 
 def masked_mean(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """Return the mean of `x` over the entries where `mask` is 1, or over all entries when `mask` is None.
+    """Return the mean of `x` over the entries where the 0/1 `mask` is 1, or over all entries when it is None.
 
-    An all-zero mask gives 0.
+    An all-zero mask gives 0. Masked-out entries must be finite, because they enter as x * 0.
     """
     if mask is None:
         return jnp.mean(x)
@@ -143,7 +143,11 @@ def masked_mean(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
 
 
 def normalize_advantages(advantages: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """Standardise advantages with the mean and standard deviation of the entries where `mask` is 1."""
+    """Standardise advantages with the mean and standard deviation of the entries where the 0/1 `mask` is 1.
+
+    Every entry is shifted and scaled, masked-out ones too. With an all-zero mask the scale is 1 / 1e-8, which
+    is harmless where the same mask then zeroes the losses.
+    """
     mean = masked_mean(advantages, mask)
     std = jnp.sqrt(masked_mean((advantages - mean) ** 2, mask))
     return (advantages - mean) / (std + 1e-8)

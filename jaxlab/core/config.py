@@ -101,13 +101,19 @@ def set_field(config: Any, field: str, value: Any) -> None:
     """Assign `value` to the dotted `field` of a ConfigDict or mapping, in place.
 
     Raises:
-        ConfigError: `config` does not define `field`, so that a misspelt override never adds a new field.
+        ConfigError: `config` does not define `field`, so that a misspelt override never adds a new field,
+            or a ConfigDict rejects the value's type.
     """
     if not has_field(config, field):
         raise ConfigError(field, value, f"an existing field ({describe_neighbors(config, field)})")
     parent, _, leaf = field.rpartition(".")
     node = get_field(config, parent) if parent else config
-    node[leaf] = value
+    current = node[leaf]
+    try:
+        node[leaf] = value
+    except TypeError:
+        # ml_collections' own message names neither the dotted field nor the expected type.
+        raise ConfigError(field, value, f"{describe_type(type(current))} like the current value {current!r}") from None
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -120,11 +126,70 @@ def parse_override(text: str) -> tuple[str, Any]:
     """
     field, separator, value = text.partition("=")
     if not separator or not field:
-        raise ValueError(f"invalid override {text!r}: expected FIELD=VALUE, e.g. train.steps=300")
+        raise ValueError(f"invalid override {text!r}: expected FIELD=VALUE, e.g. seed=1")
     try:
         return field, json.loads(value)
     except json.JSONDecodeError:
         return field, value
+
+
+def _first_difference(old: Any, new: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
+    """Return (dotted field, old value, new value) of the first difference of two JSON trees, or None."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            field = f"{prefix}.{key}" if prefix else key
+            if key not in old or key not in new:
+                return field, old.get(key, "<missing>"), new.get(key, "<missing>")
+            difference = _first_difference(old[key], new[key], field)
+            if difference is not None:
+                return difference
+        return None
+    return None if old == new else (prefix, old, new)
+
+
+def check_workdir_config(config: Any, workdir: str) -> None:
+    """Raise ConfigError when `workdir` contains checkpoints of a run with a different config.
+
+    Resuming such a run would mix results of two configs, so the launcher and the sweep benchmarks
+    reject it before any work. A workdir without config.json and checkpoints/ passes.
+    """
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ConfigError("workdir", workdir, "a directory, or a path that does not exist yet; it is an existing file")
+    parent = os.path.dirname(os.path.abspath(workdir))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ConfigError("workdir", workdir, f"a path under directories only; {parent} is a file")
+    config_file = os.path.join(workdir, "config.json")
+    if not (os.path.isfile(config_file) and os.path.isdir(os.path.join(workdir, "checkpoints"))):
+        return
+    try:
+        with open(config_file, encoding="utf-8") as stream:
+            previous = json.load(stream)
+    except (OSError, ValueError):
+        raise ConfigError("workdir", workdir, f"a work directory whose config.json is readable JSON; "
+                          f"{config_file} is not, so remove the directory or choose another") from None
+    current = json.loads(config.to_json_best_effort(sort_keys=True))
+    if isinstance(previous, dict) and previous.get("experiment") != current.get("experiment"):
+        raise ConfigError("experiment", current.get("experiment"),
+                          f"{previous.get('experiment')!r}, the experiment checkpointed in {workdir}; "
+                          "use a new --workdir for another experiment")
+    difference = _first_difference(previous, current)
+    if difference is not None:
+        field, old_value, new_value = difference
+        raise ConfigError(field, new_value, f"{old_value!r} as in the checkpointed run in {workdir}; "
+                          "use a new --workdir to run a different config")
+
+
+def write_workdir_config(config: Any, workdir: str) -> None:
+    """Create `workdir` and write the config to its config.json atomically (sorted keys, indented)."""
+    os.makedirs(workdir, exist_ok=True)
+    config_file = os.path.join(workdir, "config.json")
+    temporary_file = config_file + ".tmp"
+    with open(temporary_file, "w", encoding="utf-8") as stream:
+        stream.write(config.to_json_best_effort(indent=2, sort_keys=True))
+        stream.write("\n")
+    os.replace(temporary_file, config_file)
 
 
 def field_names(config: Any, prefix: str = "") -> list[str]:
@@ -266,7 +331,7 @@ def require_list_of(
     `increasing=True` requires strictly increasing elements, as a sweep grid
     needs. Returns the elements as a new list.
     """
-    allowed = f"a list of {kind.__name__}{_describe_length(min_len, max_len)}"
+    allowed = f"a list of {kind.__name__}s{_describe_length(min_len, max_len)}"
     value = _require_present(config, field, allowed)
     if not isinstance(value, (list, tuple)):
         raise ConfigError(field, value, allowed)

@@ -76,6 +76,16 @@ def test_set_field_assigns_existing_fields():
     assert "nn" not in config.code
 
 
+def test_set_field_names_field_on_type_mismatch():
+    config = _config()
+    with pytest.raises(ConfigError, match=r"code.n='fast'; expected an int like the current value 16"):
+        config_lib.set_field(config, "code.n", "fast")
+    with pytest.raises(ConfigError, match=r"enabled=3; expected a bool \(true or false\) like the current value True"):
+        config_lib.set_field(config, "enabled", 3)
+    assert config.code.n == 16
+    assert config.enabled is True
+
+
 def test_get_field_reads_plain_dicts():
     config = {"outer": {"inner": 3}}
     assert config_lib.get_field(config, "outer.inner") == 3
@@ -224,10 +234,10 @@ def test_require_list_of_checks_increasing():
 @pytest.mark.parametrize(
     "value, kwargs, allowed",
     [
-        ("1,2", {}, "a list of int"),
-        ([], {"min_len": 1}, "a list of int with at least 1 element"),
-        ([1, 2, 3], {"max_len": 2}, "a list of int with at most 2 elements"),
-        ([1], {"min_len": 2, "max_len": 4}, "a list of int with 2 to 4 elements"),
+        ("1,2", {}, "a list of ints"),
+        ([], {"min_len": 1}, "a list of ints with at least 1 element"),
+        ([1, 2, 3], {"max_len": 2}, "a list of ints with at most 2 elements"),
+        ([1], {"min_len": 2, "max_len": 4}, "a list of ints with 2 to 4 elements"),
     ],
 )
 def test_require_list_of_checks_length(value, kwargs, allowed):
