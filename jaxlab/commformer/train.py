@@ -268,7 +268,8 @@ def make_train(config: ml_collections.ConfigDict) -> Trainer:
                                                  actions)
         episode_return = episode_return + out.reward.mean(-1)
         transition = Transition(env_state.obs, env_state.avail, actions, log_probs, values, noise, gates,
-                                jax.vmap(env.active)(env_state), out.reward, out.done, out.won, jnp.where(out.done, episode_return, 0.0))
+                                jax.vmap(env.active)(env_state), out.reward, out.done, out.won,
+                                jnp.where(out.done, episode_return, 0.0))
         episode_return = jnp.where(out.done, 0.0, episode_return)
         return (params, next_env_state, episode_return, update), transition
 
