@@ -331,7 +331,8 @@ def require_list_of(
     `increasing=True` requires strictly increasing elements, as a sweep grid
     needs. Returns the elements as a new list.
     """
-    allowed = f"a list of {kind.__name__}s{_describe_length(min_len, max_len)}"
+    plural = {str: "strings", bool: "bools (true or false)"}.get(kind, f"{kind.__name__}s")
+    allowed = f"a list of {plural}{_describe_length(min_len, max_len)}"
     value = _require_present(config, field, allowed)
     if not isinstance(value, (list, tuple)):
         raise ConfigError(field, value, allowed)
