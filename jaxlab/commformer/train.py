@@ -288,8 +288,8 @@ def make_train(config: ml_collections.ConfigDict) -> Trainer:
 
         values, log_probs, entropy, gates = jax.vmap(forward)(batch.obs, batch.avail, batch.actions,
                                                               batch.gate_noise)
-        # Dead agents' samples carry no learning signal; without the mask their value loss backpropagates
-        # through LayerNorms of all-zero features, which scale gradients by 1 / sqrt(epsilon) each.
+        # Dead agents' samples carry no learning signal. Unmasked, their value loss backpropagates through
+        # LayerNorms of all-zero features, and each one scales the gradient by 1 / sqrt(epsilon).
         active = batch.active if ppo_config.active_masks else None
         policy_loss, clip_fraction = ppo.clipped_policy_loss(log_probs, batch.log_probs, advantages,
                                                              ppo_config.clip_eps, active)

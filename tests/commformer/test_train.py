@@ -135,7 +135,7 @@ def test_pure_train_matches_chunked_loop(make_tiny_config):
                                np.concatenate([m["episode_return"] for m in chunk_metrics]), rtol=1e-5)
 
 
-def test_active_masks_keep_dead_agents_out_of_the_gradient():
+def test_active_masks_dead_agent_gradient():
     from tests.commformer.conftest import tiny_config
 
     config = tiny_config("3m")
@@ -148,8 +148,8 @@ def test_active_masks_keep_dead_agents_out_of_the_gradient():
     _, _, _, batch, advantages, targets, _ = jax.jit(trainer.collect, compiler_options=options)(
         state, jax.random.key(1))
 
-    # Agent 0 dead in every sample: SMAX observes zeros for it; its gate is closed, so its features stay
-    # all-zero through every LayerNorm of its own rows.
+    # Agent 0 is dead in every sample, so SMAX observes zeros for it. Its gate is closed, so its features
+    # stay all-zero through every LayerNorm of its own rows.
     env_state = env.reset(jax.random.key(2))
     dead_state = env_state._replace(inner=env_state.inner.replace(state=env_state.inner.state.replace(
         unit_alive=env_state.inner.state.unit_alive.at[0].set(False))))
