@@ -82,6 +82,11 @@ def method_config(variant: str, map_name: str, method: str, seed: int):
     return config
 
 
+def run_workdir(map_name: str, method: str, seed: int) -> str:
+    """Return the workdir of one (map, method, seed) run under --workdir."""
+    return os.path.join(_WORKDIR.value, map_name, method, f"seed{seed}")
+
+
 def _mean_and_error(values):
     values = np.asarray([v for v in values if v is not None], float)
     if len(values) == 0:
@@ -131,16 +136,19 @@ def main(argv):
     except ValueError:
         sys.exit(f"error: --seeds={','.join(_SEEDS.value)} is invalid; expected integers, e.g. --seeds=0,1,2")
 
-    # Check every run's config, and that an existing run in its workdir used the same config, before the
-    # first run starts.
+    # Build and check every run's config, and that an existing run in its workdir used the same config,
+    # before the first run starts.
+    configs = {}
     try:
         for map_name in _MAPS.value:
             for method in _METHODS.value:
                 for seed in seeds:
-                    config_lib.check_workdir_config(method_config(_VARIANT.value, map_name, method, seed),
-                                                    os.path.join(_WORKDIR.value, map_name, method, f"seed{seed}"))
+                    config = method_config(_VARIANT.value, map_name, method, seed)
+                    config_lib.check_workdir_config(config, run_workdir(map_name, method, seed))
+                    configs[map_name, method, seed] = config
     except (ValueError, config_lib.ConfigError) as error:
         sys.exit(f"error: {error}")
+
     lines = [f"Variant '{_VARIANT.value or 'default'}', seeds {seeds}; mean ± standard error over seeds.", "",
              "| map | method | test win rate (%) | receive rate (% of agent-steps) | minutes to target | "
              "env steps to target | minutes trained | env steps/s |"
@@ -151,9 +159,9 @@ def main(argv):
         for method in _METHODS.value:
             results, finals = [], []
             for seed in seeds:
-                workdir = os.path.join(_WORKDIR.value, map_name, method, f"seed{seed}")
+                workdir = run_workdir(map_name, method, seed)
                 path = os.path.join(workdir, "results.json")
-                config = method_config(_VARIANT.value, map_name, method, seed)
+                config = configs[map_name, method, seed]
                 if not os.path.exists(path):
                     logging.info("Running %s %s seed %d in %s.", map_name, method, seed, workdir)
                     config_lib.write_workdir_config(config, workdir)
@@ -177,7 +185,7 @@ def main(argv):
               "a run stops at the end of the chunk that passes its time limit. The last two columns evaluate each run's "
               "last checkpoint again on more episodes, with a key that training's evaluations never use."]
     if _GATE_PLOT.value:
-        gated = {f"{map_name}, seed {seed}": os.path.join(_WORKDIR.value, map_name, "commformer_gated", f"seed{seed}")
+        gated = {f"{map_name}, seed {seed}": run_workdir(map_name, "commformer_gated", seed)
                  for map_name in _MAPS.value for seed in seeds if "commformer_gated" in _METHODS.value}
         plot_gate_rates(_GATE_PLOT.value, gated)
     record = commformer_record.record_header() + "\n" + "\n".join(lines)
