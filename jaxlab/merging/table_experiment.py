@@ -75,7 +75,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                        and all(name in METHODS for name in value) and len(set(value)) == len(value)),
         f"a non-empty list of distinct method names from {list(METHODS)}")
 
-    # One lambda fixes it; with more, the validation split chooses among them.
+    # One lambda fixes it. With more, the validation split chooses among them.
     for field in ("task_arithmetic.scaling_grid", "ties.scaling_grid"):
         config_lib.require_list_of(config, field, float, min_len=1, gt=0.0)
     config_lib.require_float(config, "ties.keep_fraction", gt=0.0, max=1.0)
