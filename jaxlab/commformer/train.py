@@ -98,7 +98,8 @@ class Trainer:
         pure function that `train` scans.
       train_chunk: `run_chunk` under `jit` (with `FAST_COMPILE_OPTIONS` when `train.fast_compile`).
       evaluate: jitted (params, update, key) -> dict of float32 scalars: win_rate, episode_return,
-        gate_rate over `eval_episodes` episodes with greedy actions, the deterministic graph and gates.
+        gate_rate (the fraction of alive agents' steps with an open gate) over `eval_episodes` episodes with
+        greedy actions, the deterministic graph and gates.
       graph: (params, update) -> the deterministic graph used at that update (for plots).
       collect: (state, key) -> a rollout and its advantages, see `make_train` (not jitted; for tests).
       run_epoch: one PPO epoch of the bi-level schedule (not jitted; for tests).
@@ -296,7 +297,8 @@ def make_train(config: ml_collections.ConfigDict) -> Trainer:
         value_loss = ppo.clipped_value_loss(values, batch.values, targets, ppo_config.clip_eps,
                                             ppo_config.huber_delta, active)
         entropy = ppo.masked_mean(entropy, active)
-        gate_rate = jnp.mean(gates)
+        # Dead agents receive nothing useful, so only alive agents' gates cost and count.
+        gate_rate = ppo.masked_mean(gates, active)
         loss = (policy_loss + ppo_config.value_coef * value_loss - ppo_config.entropy_coef * entropy
                 + (gating_config.cost * gate_rate if gating else 0.0))
         return loss, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy,
@@ -392,7 +394,7 @@ def make_train(config: ml_collections.ConfigDict) -> Trainer:
             episodes=episodes.astype(jnp.float32),
             win_rate=jnp.sum(traj.wins) / jnp.maximum(episodes, 1),
             episode_return=jnp.sum(traj.returns) / jnp.maximum(episodes, 1),
-            gate_rate=jnp.mean(traj.gates),
+            gate_rate=ppo.masked_mean(traj.gates, traj.active),
             alpha_trainable=alpha_trainable(state.update).astype(jnp.float32),
             param_norm=optax.tree.norm(params["weights"]),
         )
@@ -428,6 +430,7 @@ def make_train(config: ml_collections.ConfigDict) -> Trainer:
         def step(carry, step_key):
             env_state, running, episode_return, won, gate_sum, gate_count = carry
             gates = jax.vmap(greedy_gates, (None, 0))(weights, env_state.obs)
+            alive_in_episode = running[:, None] * jax.vmap(env.active)(env_state)
             actions, _, _ = jax.vmap(act, (None, 0, 0, None, 0, 0, None))(
                 weights, env_state.obs, env_state.avail, adjacency, gates,
                 jax.random.split(step_key, num_envs), True)
@@ -435,8 +438,8 @@ def make_train(config: ml_collections.ConfigDict) -> Trainer:
                                                 env_state, actions)
             episode_return = episode_return + running * out.reward.mean(-1)
             won = won | (running & out.won)
-            gate_sum = gate_sum + jnp.sum(running[:, None] * gates)
-            gate_count = gate_count + jnp.sum(running) * num_agents
+            gate_sum = gate_sum + jnp.sum(alive_in_episode * gates)
+            gate_count = gate_count + jnp.sum(alive_in_episode)
             running = running & ~out.done
             return (env_state, running, episode_return, won, gate_sum, gate_count), None
 

@@ -75,7 +75,8 @@ def test_rollout_gates_are_recomputed_exactly(schedule_setup):
     # the importance ratio is exactly 1 at the first minibatch of the warm-up (full, noise-free graph).
     (_, diagnostics), _ = loss(state.params, batch, advantages, targets, jnp.asarray(0, jnp.int32),
                                jax.random.key(3))
-    np.testing.assert_allclose(diagnostics["train_gate_rate"], batch.gates.mean(), rtol=1e-6)
+    expected_rate = np.sum(batch.gates * batch.active) / np.sum(batch.active)
+    np.testing.assert_allclose(diagnostics["train_gate_rate"], expected_rate, rtol=1e-6)
     np.testing.assert_allclose(diagnostics["clip_fraction"], 0.0)
 
 
@@ -169,3 +170,13 @@ def test_active_masks_dead_agent_gradient():
     # gradient by 1 / sqrt(1e-6).
     assert masked_norm < 1e3, masked_norm
     assert unmasked_norm > 1e6, unmasked_norm
+
+    # The gate cost and the logged gate rate count alive agents only: the dead agent's closed gate is left
+    # out. At the initial parameters the loss recomputes the rollout's gates of the other agents.
+    def gate_rate(b):
+        return float(trainer.loss(state.params, b, advantages, targets, jnp.asarray(5, jnp.int32),
+                                  jax.random.key(3))[1]["train_gate_rate"])
+
+    alive = batch.active[:, 1:]
+    np.testing.assert_allclose(gate_rate(dead), np.sum(batch.gates[:, 1:] * alive) / np.sum(alive), rtol=1e-6)
+    np.testing.assert_allclose(gate_rate(unmasked), np.mean(batch.gates.at[:, 0].set(0.0)), rtol=1e-6)
