@@ -105,15 +105,15 @@ def _cell(values, scale=100.0, digits=1):
 
 
 def plot_gate_rates(path: str, workdirs: dict[str, str]) -> None:
-    """Plot the fraction of agent-steps that receive messages in training rollouts against env steps."""
+    """Plot the fraction of alive agent-steps that receive messages in training rollouts against env steps."""
     series = []
     for label, workdir in workdirs.items():
         with open(os.path.join(workdir, "metrics.jsonl")) as file:
             records = [json.loads(line) for line in file if line.strip()]
-        records = [r for r in records if "train_gate_rate" in r and "env_steps" in r]
-        series.append({"x": [r["env_steps"] for r in records], "y": [r["train_gate_rate"] for r in records],
+        records = [r for r in records if "gate_rate" in r and "env_steps" in r]
+        series.append({"x": [r["env_steps"] for r in records], "y": [r["gate_rate"] for r in records],
                        "label": label})
-    metrics_lib.plot_lines(path, series, xlabel="env steps", ylabel="receive rate (fraction of agent-steps)",
+    metrics_lib.plot_lines(path, series, xlabel="env steps", ylabel="receive rate (fraction of alive agent-steps)",
                            title="Temporal gating: receive rate over training")
     logging.info("Wrote %s.", path)
 

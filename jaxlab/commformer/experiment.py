@@ -126,7 +126,7 @@ def _write_plots(workdir: str, config, trainer, state, evals: np.ndarray) -> Non
     if len(done):
         series.append({"x": done[:, 1], "y": done[:, 5], "label": "test (deterministic gates)"})
     metrics_lib.plot_lines(os.path.join(workdir, "gate_rate.png"), series, xlabel="environment steps",
-                           ylabel="fraction of agent-steps that receive", title=f"Gate rate on {config.env.name}")
+                           ylabel="fraction of alive agent-steps that receive", title=f"Gate rate on {config.env.name}")
     series = [{"x": [m["env_steps"] for m in history], "y": [m["win_rate"] for m in history],
                "label": "rollout episodes"}]
     if len(done):
@@ -240,7 +240,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, episode
 
     Returns:
         {"win_rate", "episode_return", "gate_rate"}: the fraction of episodes won, the mean episode return
-        and the fraction of agent-steps with an open gate (1.0 without gating).
+        and the fraction of alive agents' steps with an open gate (1.0 without gating).
 
     Raises:
         FileNotFoundError: `workdir` contains no checkpoint.
