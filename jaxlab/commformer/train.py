@@ -297,7 +297,7 @@ def make_train(config: ml_collections.ConfigDict) -> Trainer:
         value_loss = ppo.clipped_value_loss(values, batch.values, targets, ppo_config.clip_eps,
                                             ppo_config.huber_delta, active)
         entropy = ppo.masked_mean(entropy, active)
-        # Dead agents receive nothing useful, so only alive agents' gates cost and count.
+        # A dead agent takes no-ops whatever it receives, so under active masks its gate neither costs nor counts.
         gate_rate = ppo.masked_mean(gates, active)
         loss = (policy_loss + ppo_config.value_coef * value_loss - ppo_config.entropy_coef * entropy
                 + (gating_config.cost * gate_rate if gating else 0.0))

@@ -159,24 +159,27 @@ def test_active_masks_dead_agent_gradient():
     dead = batch._replace(obs=batch.obs.at[:, 0].set(0.0), gate_noise=batch.gate_noise.at[:, 0].set(-20.0),
                           active=batch.active.at[:, 0].set(0.0))
 
-    grad = jax.jit(jax.grad(lambda params, b: trainer.loss(params, b, advantages, targets,
-                                                           jnp.asarray(5, jnp.int32), jax.random.key(3))[0]),
-                   compiler_options=options)
-    masked_norm = float(optax.tree.norm(grad(state.params, dead)["weights"]))
+    def loss(params, batch_of_samples):
+        return trainer.loss(params, batch_of_samples, advantages, targets, jnp.asarray(5, jnp.int32),
+                            jax.random.key(3))
+
+    # One compiled call gives both the gradient and the diagnostics of each batch.
+    loss_and_grad = jax.jit(jax.value_and_grad(loss, has_aux=True), compiler_options=options)
+    (_, masked_diagnostics), masked_grad = loss_and_grad(state.params, dead)
     # All-ones active masks are the loss without masking.
     unmasked = dead._replace(active=jnp.ones_like(dead.active))
-    unmasked_norm = float(optax.tree.norm(grad(state.params, unmasked)["weights"]))
+    (_, unmasked_diagnostics), unmasked_grad = loss_and_grad(state.params, unmasked)
+    masked_norm = float(optax.tree.norm(masked_grad["weights"]))
+    unmasked_norm = float(optax.tree.norm(unmasked_grad["weights"]))
     # Without the mask, the dead agent's value loss passes three LayerNorms of zero vectors, each scaling the
     # gradient by 1 / sqrt(1e-6).
     assert masked_norm < 1e3, masked_norm
     assert unmasked_norm > 1e6, unmasked_norm
 
-    # The gate cost and the logged gate rate count alive agents only: the dead agent's closed gate is left
-    # out. At the initial parameters the loss recomputes the rollout's gates of the other agents.
-    def gate_rate(b):
-        return float(trainer.loss(state.params, b, advantages, targets, jnp.asarray(5, jnp.int32),
-                                  jax.random.key(3))[1]["train_gate_rate"])
-
+    # Under the mask, the gate cost and its logged rate leave the dead agent's closed gate out. At the initial
+    # parameters the loss recomputes the rollout's gates of the other agents.
     alive = batch.active[:, 1:]
-    np.testing.assert_allclose(gate_rate(dead), np.sum(batch.gates[:, 1:] * alive) / np.sum(alive), rtol=1e-6)
-    np.testing.assert_allclose(gate_rate(unmasked), np.mean(batch.gates.at[:, 0].set(0.0)), rtol=1e-6)
+    np.testing.assert_allclose(masked_diagnostics["train_gate_rate"],
+                               np.sum(batch.gates[:, 1:] * alive) / np.sum(alive), rtol=1e-6)
+    np.testing.assert_allclose(unmasked_diagnostics["train_gate_rate"], np.mean(batch.gates.at[:, 0].set(0.0)),
+                               rtol=1e-6)
