@@ -211,6 +211,39 @@ def write_results(workdir: str | os.PathLike[str], results: Mapping[str, Any]) -
     return path
 
 
+def read_metric_series(workdir: str | os.PathLike[str], x_name: str, y_name: str) -> tuple[list, list]:
+    """Read one metric against another from `workdir/metrics.jsonl`, e.g. a rate against env steps.
+
+    Records lacking either name are skipped (runs log different metrics at different steps).
+
+    Returns:
+        (x, y): lists of equal length, in file order.
+
+    Raises:
+        FileNotFoundError: the workdir has no metrics.jsonl.
+        ValueError: a line is not a JSON object; the message names the file and line.
+    """
+    path = os.path.join(os.fspath(workdir), METRICS_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"metrics file not found: {path}; pass the workdir of a run that has logged metrics")
+    x, y = [], []
+    with open(path, encoding="utf-8") as file:
+        for number, line in enumerate(file, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path} line {number} is not a JSON object: {line.strip()[:80]!r}; the file is "
+                                 "damaged, so rerun or resume the run to rewrite it")
+            if x_name in record and y_name in record:
+                x.append(record[x_name])
+                y.append(record[y_name])
+    return x, y
+
+
 def _format_cell(value: Any, float_format: str) -> str:
     if value is None:
         return ""

@@ -215,3 +215,20 @@ def test_replace_marked_section_without_markers_raises(tmp_path):
     with pytest.raises(ValueError, match="BEGIN speed"):
         metrics.replace_marked_section(doc, "speed", "x")
     assert doc.read_text() == "no markers here\n"
+
+
+def test_metric_series_skips_partial_records(tmp_path):
+    lines = [{"step": 1, "env_steps": 100, "gate_rate": 0.5, "train_gate_rate": 0.9},
+             {"step": 2, "env_steps": 200, "loss": 1.0},
+             {"step": 3, "env_steps": 300, "gate_rate": 0.25}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n\n")
+    assert metrics.read_metric_series(tmp_path, "env_steps", "gate_rate") == ([100, 300], [0.5, 0.25])
+    assert metrics.read_metric_series(tmp_path, "env_steps", "train_gate_rate") == ([100], [0.9])
+
+
+def test_metric_series_errors_name_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="metrics file not found"):
+        metrics.read_metric_series(tmp_path, "step", "loss")
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "lo\n')
+    with pytest.raises(ValueError, match="metrics.jsonl line 2 is not a JSON object"):
+        metrics.read_metric_series(tmp_path, "step", "loss")
