@@ -1,4 +1,4 @@
-"""Test win rates of CommFormer and its baselines over SMAX maps and seeds (mean +- standard error).
+"""Test scores of CommFormer and its baselines over SMAX maps and MPE, over seeds (mean +- standard error).
 
 Run (each run resumes from its workdir, so an interrupted sweep continues where it stopped):
   # Learned graph (S = 0.4) against the full graph, no communication and MAPPO, 3 seeds, accelerator-sized:
@@ -9,15 +9,20 @@ Run (each run resumes from its workdir, so an interrupted sweep continues where 
   # CPU-sized table on 3m: the four default methods on the same 409,600 env steps, 3 seeds:
   python benchmarks/commformer_maps.py --variant=cpu --maps=3m --time_limit_minutes=0 \
       --total_env_steps=409600 --section=maps_cpu --write_doc
+  # CPU-sized table on MPE simple_spread (the 'cpu' variant of configs/commformer/mpe.py, 409,600 env steps):
+  python benchmarks/commformer_maps.py --variant=cpu --maps=MPE_simple_spread_v3 --section=maps_cpu_mpe \
+      --write_doc
   # Gating: receive rate at equal win rate:
   python benchmarks/commformer_maps.py --methods=commformer,commformer_gated --section=gating --write_doc
 
 Methods: commformer (learned graph, S = 0.4, no gates), commformer_gated (the same with temporal gates),
 full (S = 1, MAT-like), none (self-loops only) and mappo. Every run is `experiment.run` with the variant's
-config of configs/commformer/smax.py; the table reports the final greedy test win rate over
-`eval_episodes` episodes, the receive (gate) rate of those episodes, minutes and env steps to the target win
-rate, and throughput. Runs live under --workdir/<map>/<method>/seed<k>, each with its config.json. A rerun
-reads a finished run back and resumes an unfinished one, and it rejects a workdir whose run used another config.
+config of configs/commformer/smax.py (configs/commformer/mpe.py for MPE_simple_spread_v3); the table
+reports the final greedy test win rate and episode return over `eval_episodes` episodes, the receive (gate)
+rate of those episodes, minutes and env steps to the target win rate, and throughput. MPE has no win
+condition: there the episode return (agent mean, higher is better) is the score. Runs live under
+--workdir/<map>/<method>/seed<k>, each with its config.json. A rerun reads a finished run back and resumes an
+unfinished one, and it rejects a workdir whose run used another config.
 """
 
 import json
@@ -31,16 +36,17 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from benchmarks import commformer_record  # noqa: E402
 from jaxlab.commformer import experiment  # noqa: E402
-from jaxlab.commformer.envs import SMAX_MAPS  # noqa: E402
+from jaxlab.commformer.envs import MPE_SCENARIOS, SMAX_MAPS  # noqa: E402
 from jaxlab.core import metrics as metrics_lib  # noqa: E402
 from jaxlab.core import config as config_lib  # noqa: E402
 
 METHODS = ("commformer", "commformer_gated", "full", "none", "mappo")
 
-_MAPS = flags.DEFINE_list("maps", list(SMAX_MAPS), "SMAX maps.")
+_MAPS = flags.DEFINE_list("maps", list(SMAX_MAPS + MPE_SCENARIOS), "SMAX maps and MPE scenarios.")
 _METHODS = flags.DEFINE_list("methods", ["commformer", "full", "none", "mappo"], f"Any of {METHODS}.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (at least 3 for a standard error).")
-_VARIANT = flags.DEFINE_string("variant", "", "Variant of configs/commformer/smax.py ('', 'cpu' or 'quick').")
+_VARIANT = flags.DEFINE_string("variant", "", "Variant of configs/commformer/smax.py and mpe.py ('', 'cpu' or "
+                               "'quick').")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/commformer_maps", "Root of the run directories.")
 _SECTION = flags.DEFINE_string("section", "maps", "Marked section of docs/commformer.md to replace.")
 _WRITE_DOC = flags.DEFINE_bool("write_doc", False, "Write the table into docs/commformer.md.")
@@ -63,8 +69,12 @@ def method_config(variant: str, map_name: str, method: str, seed: int):
     """Return the config of one (map, method, seed) run."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-    config = config_lib.load_config_file(
-        os.path.join(os.path.dirname(__file__), "..", "configs", "commformer", "smax.py"), variant)
+    if map_name in MPE_SCENARIOS:
+        config = config_lib.load_config_file(
+            os.path.join(os.path.dirname(__file__), "..", "configs", "commformer", "mpe.py"), variant)
+    else:
+        config = config_lib.load_config_file(
+            os.path.join(os.path.dirname(__file__), "..", "configs", "commformer", "smax.py"), variant)
     config.env.name = map_name
     config.seed = seed
     config.gating.enabled = method == "commformer_gated"
@@ -108,11 +118,8 @@ def plot_gate_rates(path: str, workdirs: dict[str, str]) -> None:
     """Plot the fraction of alive agent-steps that receive messages in training rollouts against env steps."""
     series = []
     for label, workdir in workdirs.items():
-        with open(os.path.join(workdir, "metrics.jsonl")) as file:
-            records = [json.loads(line) for line in file if line.strip()]
-        records = [r for r in records if "gate_rate" in r and "env_steps" in r]
-        series.append({"x": [r["env_steps"] for r in records], "y": [r["gate_rate"] for r in records],
-                       "label": label})
+        env_steps, gate_rates = metrics_lib.read_metric_series(workdir, "env_steps", "gate_rate")
+        series.append({"x": env_steps, "y": gate_rates, "label": label})
     metrics_lib.plot_lines(path, series, xlabel="env steps", ylabel="receive rate (fraction of alive agent-steps)",
                            title="Temporal gating: receive rate over training")
     logging.info("Wrote %s.", path)
@@ -150,11 +157,12 @@ def main(argv):
         sys.exit(f"error: {error}")
 
     lines = [f"Variant '{_VARIANT.value or 'default'}', seeds {seeds}; mean ± standard error over seeds.", "",
-             "| map | method | test win rate (%) | receive rate (% of agent-steps) | minutes to target | "
-             "env steps to target | minutes trained | env steps/s |"
-             + (f" win rate, {_FINAL_EVAL_EPISODES.value} episodes (%) | receive rate, "
-                f"{_FINAL_EVAL_EPISODES.value} episodes (%) |" if _FINAL_EVAL_EPISODES.value else ""),
-             "| --- " * (10 if _FINAL_EVAL_EPISODES.value else 8) + "|"]
+             "| map | method | test win rate (%) | test episode return | receive rate (% of alive agent-steps) | "
+             "minutes to target | env steps to target | minutes trained | env steps/s |"
+             + (f" win rate, {_FINAL_EVAL_EPISODES.value} episodes (%) | episode return, "
+                f"{_FINAL_EVAL_EPISODES.value} episodes | receive rate, {_FINAL_EVAL_EPISODES.value} episodes (%) |"
+                if _FINAL_EVAL_EPISODES.value else ""),
+             "| --- " * (12 if _FINAL_EVAL_EPISODES.value else 9) + "|"]
     for map_name in _MAPS.value:
         for method in _METHODS.value:
             results, finals = [], []
@@ -173,17 +181,21 @@ def main(argv):
             reached = [r["minutes_to_target"] for r in results]
             lines.append(" | ".join([
                 f"| {map_name}", method, _cell([r["test_win_rate"] for r in results]),
+                _cell([r["test_episode_return"] for r in results], 1.0, 2),
                 _cell([r["test_gate_rate"] for r in results]),
                 f"{_cell(reached, 1.0)} ({sum(m is not None for m in reached)}/{len(results)} reached)",
                 _cell([r["env_steps_to_target"] for r in results], 1.0, 0),
                 _cell([r["train_minutes"] for r in results], 1.0),
                 _cell([r["env_steps_per_s"] for r in results], 1.0, 0)]
-                + ([_cell([f["win_rate"] for f in finals]), _cell([f["gate_rate"] for f in finals])]
+                + ([_cell([f["win_rate"] for f in finals]), _cell([f["episode_return"] for f in finals], 1.0, 2),
+                    _cell([f["gate_rate"] for f in finals])]
                    if finals else [])) + " |")
-    lines += ["", "Receive rate: the percentage of agent-steps with an open gate in the greedy test episodes "
-              "(100% without gating). Minutes are the wall-clock time of training and evaluation, compilation included; "
-              "a run stops at the end of the chunk that passes its time limit. The last two columns evaluate each run's "
-              "last checkpoint again on more episodes, with a key that training's evaluations never use."]
+    lines += ["", "Receive rate: the percentage of alive agents' steps with an open gate in the greedy test episodes "
+              "(100% without gating). Episode return: the agents' mean undiscounted return per test episode; MPE has "
+              "no win condition, so its win rate is 0, it never reaches the target, and the return is its score. "
+              "Minutes are the wall-clock time of training and evaluation, compilation included; a run stops at the "
+              "end of the chunk that passes its time limit. The last three columns evaluate each run's last "
+              "checkpoint again on more episodes, with a key that training's evaluations never use."]
     if _GATE_PLOT.value:
         gated = {f"{map_name}, seed {seed}": run_workdir(map_name, "commformer_gated", seed)
                  for map_name in _MAPS.value for seed in seeds if "commformer_gated" in _METHODS.value}

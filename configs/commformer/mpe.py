@@ -2,11 +2,14 @@
 
 Run:
   python -m launch.main --config=configs/commformer/mpe.py --workdir=runs/commformer_mpe
+  python -m launch.main --config=configs/commformer/mpe.py:cpu --workdir=runs/commformer_mpe_cpu
   python -m launch.main --config=configs/commformer/mpe.py:quick --workdir=runs/commformer_mpe_quick
   python -m launch.main --config=configs/commformer/mpe.py:continuous --workdir=runs/commformer_mpe_cont
 
-Every field and the '' / 'quick' variants are those of configs/commformer/smax.py with the environment
-replaced; 'continuous' is the default variant with a Normal action head. MPE has no win condition, so
+Every field and the '' / 'cpu' / 'quick' variants are those of configs/commformer/smax.py with the
+environment replaced. The '', 'cpu' and 'continuous' variants roll out two whole 25-step episodes per
+environment and update. 'cpu' trains on 409,600 env steps with no time limit, as the CPU-sized SMAX tables
+do. 'continuous' is the default variant with a Normal action head. MPE has no win condition, so
 `test_win_rate` is 0 and `test_episode_return` (agent-mean return per episode) is the score. The default
 variant (32 environments, 1M steps) takes roughly an hour on 2 CPU cores (an estimate); quick takes a minute.
 """
@@ -17,13 +20,17 @@ from jaxlab.core.config import load_config_file
 
 
 def get_config(variant: str = ""):
-    if variant not in ("", "quick", "continuous"):
-        raise ValueError(f"unknown variant {variant!r} of configs/commformer/mpe.py; expected '', 'quick' or "
-                         "'continuous'")
-    config = load_config_file(os.path.join(os.path.dirname(__file__), "smax.py"), "quick" if variant == "quick" else "")
+    if variant not in ("", "cpu", "quick", "continuous"):
+        raise ValueError(f"unknown variant {variant!r} of configs/commformer/mpe.py; expected '', 'cpu', 'quick' "
+                         "or 'continuous'")
+    config = load_config_file(os.path.join(os.path.dirname(__file__), "smax.py"),
+                              variant if variant in ("cpu", "quick") else "")
     config.env.name = "MPE_simple_spread_v3"
     config.env.continuous_actions = variant == "continuous"
     if variant != "quick":
         config.ppo.rollout_length = 50  # Two 25-step episodes per environment and update.
         config.train.total_env_steps = 1_000_000
+    if variant == "cpu":
+        config.train.total_env_steps = 409_600  # 408,000 after rounding down to whole 8,000-step chunks.
+        config.train.time_limit_minutes = 0.0
     return config

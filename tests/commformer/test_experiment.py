@@ -84,7 +84,7 @@ def test_validate_rejects_bad_fields(field, value):
 
 
 @pytest.mark.parametrize("name, variant", [("smax", ""), ("smax", "cpu"), ("smax", "quick"), ("mpe", ""),
-                                           ("mpe", "quick"), ("mpe", "continuous")])
+                                           ("mpe", "cpu"), ("mpe", "quick"), ("mpe", "continuous")])
 def test_config_variants_validate(name, variant):
     path = os.path.join(os.path.dirname(CONFIG_PATH), f"{name}.py")
     experiment.validate(load_config_file(path, variant))
