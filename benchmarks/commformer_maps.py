@@ -1,7 +1,8 @@
 """Test scores of CommFormer and its baselines over SMAX maps and MPE, over seeds (mean +- standard error).
 
 Run (each run resumes from its workdir, so an interrupted sweep continues where it stopped):
-  # Learned graph (S = 0.4) against the full graph, no communication and MAPPO, 3 seeds, accelerator-sized:
+  # Learned graph (S = 0.4) against the full graph, no communication and MAPPO on the six SMAX maps and
+  # MPE simple_spread, 3 seeds, accelerator-sized:
   python benchmarks/commformer_maps.py --variant= --seeds=0,1,2 --write_doc
   # 60-minute CPU budget on 3m and 2s3z (time to 90% test win rate):
   python benchmarks/commformer_maps.py --variant=cpu --maps=3m,2s3z --methods=commformer --seeds=0 \
@@ -13,14 +14,16 @@ Run (each run resumes from its workdir, so an interrupted sweep continues where 
   python benchmarks/commformer_maps.py --variant=cpu --maps=MPE_simple_spread_v3 --section=maps_cpu_mpe \
       --write_doc
   # Gating: receive rate at equal win rate:
-  python benchmarks/commformer_maps.py --methods=commformer,commformer_gated --section=gating --write_doc
+  python benchmarks/commformer_maps.py --maps=3m,2s3z --methods=commformer,commformer_gated --section=gating \
+      --write_doc
 
 Methods: commformer (learned graph, S = 0.4, no gates), commformer_gated (the same with temporal gates),
 full (S = 1, MAT-like), none (self-loops only) and mappo. Every run is `experiment.run` with the variant's
 config of configs/commformer/smax.py (configs/commformer/mpe.py for MPE_simple_spread_v3); the table
 reports the final greedy test win rate and episode return over `eval_episodes` episodes, the receive (gate)
-rate of those episodes, minutes and env steps to the target win rate, and throughput. MPE has no win
-condition: there the episode return (agent mean, higher is better) is the score. Runs live under
+rate of those episodes, minutes and env steps to the target win rate, and throughput; with
+--final_eval_episodes, three more columns evaluate each run's last checkpoint on that many episodes. MPE has
+no win condition: there the episode return (agent mean, higher is better) is the score. Runs live under
 --workdir/<map>/<method>/seed<k>, each with its config.json. A rerun reads a finished run back and resumes an
 unfinished one, and it rejects a workdir whose run used another config.
 """
@@ -46,7 +49,7 @@ _MAPS = flags.DEFINE_list("maps", list(SMAX_MAPS + MPE_SCENARIOS), "SMAX maps an
 _METHODS = flags.DEFINE_list("methods", ["commformer", "full", "none", "mappo"], f"Any of {METHODS}.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (at least 3 for a standard error).")
 _VARIANT = flags.DEFINE_string("variant", "", "Variant of configs/commformer/smax.py and mpe.py ('', 'cpu' or "
-                               "'quick').")
+                               "'quick'; 'continuous' for MPE only).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/commformer_maps", "Root of the run directories.")
 _SECTION = flags.DEFINE_string("section", "maps", "Marked section of docs/commformer.md to replace.")
 _WRITE_DOC = flags.DEFINE_bool("write_doc", False, "Write the table into docs/commformer.md.")
@@ -69,6 +72,9 @@ def method_config(variant: str, map_name: str, method: str, seed: int):
     """Return the config of one (map, method, seed) run."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    if variant == "continuous" and map_name not in MPE_SCENARIOS:
+        raise ValueError(f"--variant=continuous (continuous actions) exists for MPE only, but --maps has the SMAX map "
+                         f"{map_name!r}; use --maps={','.join(MPE_SCENARIOS)} or another variant")
     if map_name in MPE_SCENARIOS:
         config = config_lib.load_config_file(
             os.path.join(os.path.dirname(__file__), "..", "configs", "commformer", "mpe.py"), variant)
@@ -119,6 +125,9 @@ def plot_gate_rates(path: str, workdirs: dict[str, str]) -> None:
     series = []
     for label, workdir in workdirs.items():
         env_steps, gate_rates = metrics_lib.read_metric_series(workdir, "env_steps", "gate_rate")
+        if not env_steps:
+            logging.warning("%s/metrics.jsonl has no gate_rate records; the plot shows no line for %s.", workdir,
+                            label)
         series.append({"x": env_steps, "y": gate_rates, "label": label})
     metrics_lib.plot_lines(path, series, xlabel="env steps", ylabel="receive rate (fraction of alive agent-steps)",
                            title="Temporal gating: receive rate over training")
@@ -196,14 +205,19 @@ def main(argv):
               "Minutes are the wall-clock time of training and evaluation, compilation included; a run stops at the "
               "end of the chunk that passes its time limit. The last three columns evaluate each run's last "
               "checkpoint again on more episodes, with a key that training's evaluations never use."]
-    if _GATE_PLOT.value:
-        gated = {f"{map_name}, seed {seed}": run_workdir(map_name, "commformer_gated", seed)
-                 for map_name in _MAPS.value for seed in seeds if "commformer_gated" in _METHODS.value}
-        plot_gate_rates(_GATE_PLOT.value, gated)
     record = commformer_record.record_header() + "\n" + "\n".join(lines)
     print(record)
     if _WRITE_DOC.value:
         commformer_record.replace_section(_SECTION.value, record)
+
+    # The plot comes last, so a damaged metrics file costs the plot only, not the table.
+    if _GATE_PLOT.value:
+        gated = {f"{map_name}, seed {seed}": run_workdir(map_name, "commformer_gated", seed)
+                 for map_name in _MAPS.value for seed in seeds if "commformer_gated" in _METHODS.value}
+        try:
+            plot_gate_rates(_GATE_PLOT.value, gated)
+        except (OSError, ValueError) as error:
+            sys.exit(f"error: the table is complete, but the gate plot failed: {error}")
 
 
 if __name__ == "__main__":

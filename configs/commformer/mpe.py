@@ -6,12 +6,13 @@ Run:
   python -m launch.main --config=configs/commformer/mpe.py:quick --workdir=runs/commformer_mpe_quick
   python -m launch.main --config=configs/commformer/mpe.py:continuous --workdir=runs/commformer_mpe_cont
 
-Every field and the '' / 'cpu' / 'quick' variants are those of configs/commformer/smax.py with the
-environment replaced. The '', 'cpu' and 'continuous' variants roll out two whole 25-step episodes per
-environment and update. 'cpu' trains on 409,600 env steps with no time limit, as the CPU-sized SMAX tables
-do. 'continuous' is the default variant with a Normal action head. MPE has no win condition, so
-`test_win_rate` is 0 and `test_episode_return` (agent-mean return per episode) is the score. The default
-variant (32 environments, 1M steps) takes roughly an hour on 2 CPU cores (an estimate); quick takes a minute.
+The '', 'cpu' and 'quick' variants start from those of configs/commformer/smax.py, with the environment
+replaced. The '', 'cpu' and 'continuous' variants then roll out two whole 25-step episodes per environment
+and update, and the default trains on 1M env steps. 'cpu' trains on 409,600 env steps with no time limit
+(smax.py's 'cpu' stops after 60 minutes; the CPU-sized SMAX tables also lift that limit). 'continuous' is
+the default variant with a Normal action head. MPE has no win condition, so `test_win_rate` is 0 and
+`test_episode_return` (agent-mean return per episode) is the score. The default variant (32 environments,
+1M steps) takes roughly an hour on 2 CPU cores (an estimate); quick takes a minute.
 """
 
 import os

@@ -237,7 +237,7 @@ def read_metric_series(workdir: str | os.PathLike[str], x_name: str, y_name: str
                 record = None
             if not isinstance(record, dict):
                 raise ValueError(f"{path} line {number} is not a JSON object: {line.strip()[:80]!r}; the file is "
-                                 "damaged, so rerun or resume the run to rewrite it")
+                                 "damaged, so repair or delete that line, or train the run again in an empty workdir")
             if x_name in record and y_name in record:
                 x.append(record[x_name])
                 y.append(record[y_name])

@@ -51,3 +51,26 @@ def test_unknown_map_is_rejected(tmp_path):
          f"--workdir={tmp_path}"], capture_output=True, text=True, timeout=300)
     assert process.returncode != 0
     assert "env.name='4m'" in process.stderr
+
+
+def test_damaged_metrics_keep_the_table(tmp_path):
+    workdir = tmp_path / "3m" / "commformer_gated" / "seed0"
+    _write_run(workdir, 0.5, 1.0, 0.5)
+    with open(workdir / "metrics.jsonl", "a") as file:
+        file.write('{"step": 4, "env_st\n')
+    process = subprocess.run(
+        [sys.executable, str(BENCHMARK), "--variant=quick", "--maps=3m", "--methods=commformer_gated", "--seeds=0",
+         "--final_eval_episodes=0", f"--workdir={tmp_path}", f"--gate_plot={tmp_path / 'gate_rate.png'}"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert process.returncode != 0
+    assert "| 3m | commformer_gated | 50.0 |" in process.stdout
+    assert "the gate plot failed" in process.stderr
+    assert "line 4 is not a JSON object" in process.stderr
+
+
+def test_continuous_variant_needs_mpe(tmp_path):
+    process = subprocess.run(
+        [sys.executable, str(BENCHMARK), "--variant=continuous", "--maps=MPE_simple_spread_v3,3m",
+         "--methods=commformer", "--seeds=0", f"--workdir={tmp_path}"], capture_output=True, text=True, timeout=300)
+    assert process.returncode != 0
+    assert "exists for MPE only" in process.stderr
