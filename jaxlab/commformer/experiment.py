@@ -119,29 +119,19 @@ def _write_plots(workdir: str, config, trainer, state, evals: np.ndarray) -> Non
     _plot_graph(os.path.join(workdir, "graph.png"), adjacency, alpha,
                 f"{config.env.name}: {config.model.kind}, graph {config.graph.mode}, k = {trainer.num_links}")
 
-    history = _read_metrics(workdir)
     done = evals[~np.isnan(evals[:, 0])]
-    series = [{"x": [m["env_steps"] for m in history], "y": [m["gate_rate"] for m in history],
-               "label": "rollout (sampled gates)"}]
+    env_steps, gate_rates = metrics_lib.read_metric_series(workdir, "env_steps", "gate_rate")
+    series = [{"x": env_steps, "y": gate_rates, "label": "rollout (sampled gates)"}]
     if len(done):
         series.append({"x": done[:, 1], "y": done[:, 5], "label": "test (deterministic gates)"})
     metrics_lib.plot_lines(os.path.join(workdir, "gate_rate.png"), series, xlabel="environment steps",
                            ylabel="fraction of alive agent-steps that receive", title=f"Gate rate on {config.env.name}")
-    series = [{"x": [m["env_steps"] for m in history], "y": [m["win_rate"] for m in history],
-               "label": "rollout episodes"}]
+    env_steps, win_rates = metrics_lib.read_metric_series(workdir, "env_steps", "win_rate")
+    series = [{"x": env_steps, "y": win_rates, "label": "rollout episodes"}]
     if len(done):
         series.append({"x": done[:, 1], "y": done[:, 3], "label": "test (greedy)"})
     metrics_lib.plot_lines(os.path.join(workdir, "win_rate.png"), series, xlabel="environment steps",
                            ylabel="win rate", title=f"Win rate on {config.env.name}")
-
-
-def _read_metrics(workdir: str) -> list[dict[str, Any]]:
-    import json
-
-    path = os.path.join(workdir, metrics_lib.METRICS_FILE)
-    with open(path) as lines:
-        records = [json.loads(line) for line in lines if line.strip()]
-    return [r for r in records if "gate_rate" in r and "env_steps" in r]
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
