@@ -75,12 +75,9 @@ def method_config(variant: str, map_name: str, method: str, seed: int):
     if variant == "continuous" and map_name not in MPE_SCENARIOS:
         raise ValueError(f"--variant=continuous (continuous actions) exists for MPE only, but --maps has the SMAX map "
                          f"{map_name!r}; use --maps={','.join(MPE_SCENARIOS)} or another variant")
-    if map_name in MPE_SCENARIOS:
-        config = config_lib.load_config_file(
-            os.path.join(os.path.dirname(__file__), "..", "configs", "commformer", "mpe.py"), variant)
-    else:
-        config = config_lib.load_config_file(
-            os.path.join(os.path.dirname(__file__), "..", "configs", "commformer", "smax.py"), variant)
+    config_file = "mpe.py" if map_name in MPE_SCENARIOS else "smax.py"
+    config = config_lib.load_config_file(
+        os.path.join(os.path.dirname(__file__), "..", "configs", "commformer", config_file), variant)
     config.env.name = map_name
     config.seed = seed
     config.gating.enabled = method == "commformer_gated"
