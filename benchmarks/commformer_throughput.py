@@ -27,7 +27,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from benchmarks import commformer_record  # noqa: E402
-from jaxlab.commformer import ppo, train  # noqa: E402
+from jaxlab.commformer import envs, ppo, train  # noqa: E402
 from jaxlab.core.config import load_config_file  # noqa: E402
 
 _ENV_STEPS = flags.DEFINE_integer("env_steps", 131072, "Timed environment steps per trainer.")
@@ -64,6 +64,7 @@ class RecurrentMLP(nn.Module):
 def make_mappo(map_name: str, num_envs: int, rollout_length: int, lr: float = 2e-3, epochs: int = 4,
                minibatches: int = 4, clip_eps: float = 0.2, max_grad_norm: float = 0.5):
     """Return (init(key) -> state, update(state) -> state) of the MAPPO recipe on a SMAX map."""
+    envs.import_jaxmarl()
     from jaxmarl.environments.smax import HeuristicEnemySMAX, map_name_to_scenario
 
     env = HeuristicEnemySMAX(scenario=map_name_to_scenario(map_name))

@@ -7,8 +7,11 @@ episode ends, and reports whether the finished episode was won, so the trainer n
 from __future__ import annotations
 
 import dataclasses
+import io
+import sys
 from typing import Any, NamedTuple
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 
@@ -117,6 +120,27 @@ class MultiAgentEnv:
         return jnp.all(~alive[self.num_agents:]) & jnp.any(alive[:self.num_agents])
 
 
+def import_jaxmarl() -> Any:
+    """Import jaxmarl and return it, keeping `sys.stdout` and `sys.stderr` as they were before the import.
+
+    JaxMARL 0.2.0's MABrax module silences brax's import by swapping the streams and then sets them to
+    `sys.__stdout__` and `sys.__stderr__`. In Jupyter and Colab those are the kernel process's own streams,
+    so every later print would leave the notebook. During the import `sys.__stdout__` points at a buffer,
+    which also catches jaxmarl's messages about its optional submodules. They go to the debug log, so they
+    no longer land above a benchmark's table.
+    """
+    saved = (sys.stdout, sys.stderr, sys.__stdout__)
+    printed = io.StringIO()
+    sys.stdout = sys.__stdout__ = printed
+    try:
+        import jaxmarl
+    finally:
+        sys.stdout, sys.stderr, sys.__stdout__ = saved
+    if printed.getvalue().strip():
+        logging.debug("jaxmarl import printed: %s", printed.getvalue().strip())
+    return jaxmarl
+
+
 def make_env(name: str, continuous_actions: bool = False) -> MultiAgentEnv:
     """Build a SMAX map (heuristic enemy) or an MPE scenario by name.
 
@@ -124,7 +148,7 @@ def make_env(name: str, continuous_actions: bool = False) -> MultiAgentEnv:
       ValueError: for an unknown name, or continuous actions on SMAX (JaxMARL 0.2.0's continuous SMAX
         action decoding is not used here).
     """
-    import jaxmarl  # Imported here: it prints environment messages on import and is slow to load.
+    jaxmarl = import_jaxmarl()
 
     if name in SMAX_MAPS:
         if continuous_actions:
