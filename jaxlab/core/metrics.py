@@ -217,7 +217,8 @@ def read_metric_series(workdir: str | os.PathLike[str], x_name: str, y_name: str
     Records lacking either name are skipped (runs log different metrics at different steps).
 
     Returns:
-        (x, y): lists of equal length, in file order.
+        (x, y): lists of equal length, in file order; both empty when no record has both names, so a
+        caller that needs points must check.
 
     Raises:
         FileNotFoundError: the workdir has no metrics.jsonl.
