@@ -145,12 +145,15 @@ def masked_mean(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
 def normalize_advantages(advantages: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """Standardise advantages with the mean and standard deviation of the entries where the 0/1 `mask` is 1.
 
-    Every entry is shifted and scaled, masked-out ones too. With an all-zero mask the scale is 1 / 1e-8, which
-    is harmless where the same mask then zeroes the losses.
+    Every entry is shifted and scaled, masked-out ones too. An all-zero mask returns the advantages unchanged
+    (there is no active sample to take statistics from).
     """
     mean = masked_mean(advantages, mask)
     std = jnp.sqrt(masked_mean((advantages - mean) ** 2, mask))
-    return (advantages - mean) / (std + 1e-8)
+    normalized = (advantages - mean) / (std + 1e-8)
+    if mask is None:
+        return normalized
+    return jnp.where(jnp.any(mask > 0), normalized, advantages)
 
 
 def clipped_value_loss(values: jax.Array, old_values: jax.Array, targets: jax.Array, clip_eps: float,

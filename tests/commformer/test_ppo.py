@@ -89,6 +89,7 @@ def test_active_masks_restrict_losses_to_active_samples():
     np.testing.assert_allclose(normalized[:3].std(), 1.0, rtol=1e-5)
     np.testing.assert_allclose(ppo.normalize_advantages(advantages), (advantages - advantages.mean())
                                / (advantages.std() + 1e-8), rtol=1e-6)
+    np.testing.assert_array_equal(ppo.normalize_advantages(advantages, jnp.zeros_like(advantages)), advantages)
 
 
 def test_masked_categorical_ignores_unavailable_actions():
