@@ -128,6 +128,9 @@ def import_jaxmarl() -> Any:
     so every later print would leave the notebook. During the import `sys.__stdout__` points at a buffer,
     which also catches jaxmarl's messages about its optional submodules. They go to the debug log, so they
     no longer land above a benchmark's table.
+
+    NOTE: only the first import of jaxmarl swaps the streams. In a notebook, call this (or `make_env`)
+    before any plain `import jaxmarl`, or later prints leave the notebook.
     """
     saved = (sys.stdout, sys.stderr, sys.__stdout__)
     printed = io.StringIO()
