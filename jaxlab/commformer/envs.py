@@ -121,7 +121,7 @@ class MultiAgentEnv:
 
 
 def import_jaxmarl() -> Any:
-    """Import jaxmarl and return it, keeping `sys.stdout` and `sys.stderr` as they were before the import.
+    """Import jaxmarl and return it, leaving `sys.stdout` and `sys.stderr` unchanged.
 
     JaxMARL 0.2.0's MABrax module silences brax's import by swapping the streams and then sets them to
     `sys.__stdout__` and `sys.__stderr__`. In Jupyter and Colab those are the kernel process's own streams,
