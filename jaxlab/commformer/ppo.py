@@ -145,15 +145,16 @@ def masked_mean(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
 def normalize_advantages(advantages: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """Standardise advantages with the mean and standard deviation of the entries where the 0/1 `mask` is 1.
 
-    Every entry is shifted and scaled, masked-out ones too. An all-zero mask returns the advantages unchanged
-    (there is no active sample to take statistics from).
+    Only those entries change; masked-out ones are returned as they are (the losses ignore them), so an
+    all-zero mask returns the advantages unchanged. Without a mask every entry is standardised.
     """
     mean = masked_mean(advantages, mask)
     std = jnp.sqrt(masked_mean((advantages - mean) ** 2, mask))
     normalized = (advantages - mean) / (std + 1e-8)
     if mask is None:
         return normalized
-    return jnp.where(jnp.any(mask > 0), normalized, advantages)
+    # With a single active entry the std is 0, so standardising the masked-out entries would scale them by 1e8.
+    return jnp.where(jnp.broadcast_to(mask, advantages.shape) > 0, normalized, advantages)
 
 
 def clipped_value_loss(values: jax.Array, old_values: jax.Array, targets: jax.Array, clip_eps: float,

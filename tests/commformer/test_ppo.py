@@ -90,6 +90,9 @@ def test_active_masks_restrict_losses_to_active_samples():
     np.testing.assert_allclose(ppo.normalize_advantages(advantages), (advantages - advantages.mean())
                                / (advantages.std() + 1e-8), rtol=1e-6)
     np.testing.assert_array_equal(ppo.normalize_advantages(advantages, jnp.zeros_like(advantages)), advantages)
+    np.testing.assert_array_equal(normalized[3], advantages[3])
+    single_active_normalized = ppo.normalize_advantages(advantages, jnp.array([0.0, 1.0, 0.0, 0.0]))
+    np.testing.assert_array_equal(single_active_normalized, jnp.array([1.0, 0.0, 2.0, 100.0]))
 
 
 def test_masked_categorical_ignores_unavailable_actions():
