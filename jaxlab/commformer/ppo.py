@@ -145,8 +145,8 @@ def masked_mean(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
 def normalize_advantages(advantages: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """Standardise advantages with the mean and standard deviation of the entries where the 0/1 `mask` is 1.
 
-    Only those entries change; masked-out ones are returned as they are (the losses ignore them), so an
-    all-zero mask returns the advantages unchanged. Without a mask every entry is standardised.
+    Only those entries change. Masked-out ones are returned as they are, because the losses ignore them, so
+    an all-zero mask returns the advantages unchanged. Without a mask every entry is standardised.
     """
     mean = masked_mean(advantages, mask)
     std = jnp.sqrt(masked_mean((advantages - mean) ** 2, mask))
